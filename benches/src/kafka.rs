@@ -1,0 +1,60 @@
+//! Broker helpers for the benchmark: topics, bulk produce, watermarks.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for r in rt.block_on(admin.create_topics([&topic], &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Produces every `(key, value)` and waits for the acknowledgements.
+pub fn produce(bootstrap: &str, topic: &str, records: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> anyhow::Result<()> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .create()?;
+    for (k, v) in records {
+        let mut rec = BaseRecord::to(topic).key(&k).payload(&v);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// Reads a topic's high watermark (records in partition 0) cheaply and often.
+pub struct Watermark {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl Watermark {
+    pub fn new(bootstrap: &str, topic: &str) -> anyhow::Result<Self> {
+        let consumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+        Ok(Watermark { consumer, topic: topic.to_string() })
+    }
+
+    pub fn high(&self) -> i64 {
+        self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5)).map_or(0, |(_, h)| h)
+    }
+}

@@ -1,0 +1,40 @@
+//! `wasmstream-bench`: the benchmark command (not a test).
+//!
+//! - `pipeline`: records/s on a real Kafka broker for a plain rdkafka
+//!   consume→produce loop with no WASM (the physical limit here), the
+//!   stateless WASM map (`examples/uppercase`) and the word count
+//!   (`examples/wordcount`), in one run, with the ratios to the plain loop.
+//! - `micro`: the guest call alone, no Kafka: ns per record through the
+//!   product's own path, and one call per record vs. one call per batch of 64.
+//!
+//! `scripts/bench` builds everything in release mode, starts a broker and runs both.
+
+mod kafka;
+mod micro;
+mod throughput;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wasmstream-bench", about = "wasmstream benchmarks: throughput on a real broker, and the guest call alone")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Records/s on a real broker: plain loop, stateless WASM map, word count.
+    Pipeline(throughput::Args),
+    /// The guest call alone (no Kafka): per record vs. per batch of 64.
+    Micro(micro::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_target(false).init();
+    match Cli::parse().command {
+        Command::Pipeline(a) => throughput::run(&a),
+        Command::Micro(a) => micro::run(&a),
+    }
+}

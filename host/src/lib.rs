@@ -1,0 +1,33 @@
+//! wasmstream: Kafka in, a WebAssembly component per partition, Kafka out,
+//! with state and checkpoints owned by the host.
+//!
+//! Layout, in the order a record flows:
+//! - [`config`]: the TOML file (Kafka Streams names), defaults, validation.
+//! - [`source`]: the consumer, group membership, rebalances (tasks are created
+//!   on assignment, seeked to their checkpoint).
+//! - [`pipeline`]: the loop of one host: poll, process, checkpoint, stop.
+//! - [`task`]: one per input partition: guest instance, position, checkpoint.
+//! - [`guest`]: wasmtime: the component, its bindings, limits, instances.
+//! - [`state`]: write-back cache over RocksDB; atomic checkpoint commits.
+//! - [`checkpoint`]: the checkpoint record and inspecting a state directory.
+//! - [`sink`]: the producer and delivery tracking.
+//! - [`demo`]: the word-count demo on an in-process broker.
+//! - [`shutdown`]: the graceful stop signal.
+//!
+//! `main.rs` is a thin CLI over [`pipeline::run`].
+
+pub mod checkpoint;
+pub mod config;
+pub mod demo;
+pub mod guest;
+mod kafka;
+pub mod pipeline;
+pub mod shutdown;
+pub mod sink;
+pub mod source;
+pub mod state;
+pub mod task;
+
+pub use config::{Config, ProcessingGuarantee};
+pub use pipeline::{PipelineError, Progress, RunSummary, run, run_with_progress};
+pub use shutdown::Shutdown;

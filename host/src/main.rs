@@ -1,0 +1,188 @@
+//! The `wasmstream` command: a thin CLI over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use wasmstream::{Shutdown, checkpoint, config, demo, pipeline};
+
+#[derive(Parser)]
+#[command(name = "wasmstream", version, about = "Runs stream processors compiled to WebAssembly components between Kafka topics, with checkpointed state.")]
+struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or tracing directives
+    /// such as `info,wasmstream::state=debug`. RUST_LOG is used if set.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the application described by a config file until SIGINT or SIGTERM,
+    /// which take a final checkpoint and exit 0.
+    Run {
+        /// The TOML config file (see `wasmstream config-keys`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override or add a config key, e.g. `--set commit.interval.ms=1000`
+        /// or `--set kafka.linger.ms=10`. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Check a config file and its module without connecting to Kafka.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Run the word-count example on an in-process Kafka broker: feeds sample
+    /// text, prints the counts and checkpoints, stops cleanly, restarts from
+    /// the checkpoint with more text. Needs no external services.
+    Demo {
+        /// The word-count component (built by `scripts/build-guests`).
+        #[arg(long, default_value = demo::DEFAULT_MODULE)]
+        module: PathBuf,
+    },
+    /// Inspect checkpoints.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+    /// List every config key, its default and its meaning.
+    ConfigKeys,
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Print each task's last checkpoint under the application's state dir:
+    /// number, input offsets, module digest, keys, snapshot size.
+    Inspect {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match cli.command {
+        Command::Run { config, overrides } => run(&config, &overrides),
+        Command::Check { config, overrides } => check(&config, &overrides),
+        Command::Demo { module } => demo::run(&module).map_err(anyhow::Error::from),
+        Command::Checkpoint { command: CheckpointCommand::Inspect { config, overrides } } => {
+            inspect(&config, &overrides)
+        }
+        Command::ConfigKeys => {
+            print!("{}", config::describe_keys());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes included: what a person reads first.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = std::env::var("RUST_LOG").ok().unwrap_or_else(|| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
+    let config = config::load(path, overrides)?;
+    let shutdown = Shutdown::new();
+    let worker = {
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("wasmstream-tasks".into())
+            .spawn(move || pipeline::run(&config, &shutdown))
+            .context("cannot start the processing thread")?
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(wait_for_stop(&shutdown, &worker))?;
+    let summary = worker.join().map_err(|_| anyhow::anyhow!("the processing thread panicked"))??;
+    tracing::debug!("{summary:?}");
+    Ok(())
+}
+
+/// Triggers `shutdown` on the first SIGINT/SIGTERM; a second one exits at once.
+async fn wait_for_stop(shutdown: &Shutdown, worker: &std::thread::JoinHandle<Result<wasmstream::RunSummary, wasmstream::PipelineError>>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = tick.tick() => {
+                if worker.is_finished() { return Ok(()); }
+                continue;
+            }
+        }
+        if shutdown.is_triggered() {
+            eprintln!("second signal: exiting without a final checkpoint");
+            std::process::exit(130);
+        }
+        tracing::info!("signal received: stopping gracefully (send it again to exit at once)");
+        shutdown.trigger();
+    }
+}
+
+fn check(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
+    let config = config::load(path, overrides)?;
+    let engine = wasmstream::guest::engine()?;
+    let module = wasmstream::guest::Module::load(&engine, &config.processor.module, config.processor.max_memory_bytes)?;
+    println!(
+        "{}: OK; application.id = {}, processing.guarantee = {}, module {} (sha256 {}) implements {}",
+        config.origin(),
+        config.application_id,
+        config.processing_guarantee,
+        module.path.display(),
+        module.digest,
+        wasmstream::guest::WORLD
+    );
+    Ok(())
+}
+
+fn inspect(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
+    let config = config::load(path, overrides)?;
+    let dir = config.app_state_dir();
+    let tasks = checkpoint::inspect(&dir)?;
+    if tasks.is_empty() {
+        println!("no task state under {}", dir.display());
+    }
+    for t in tasks {
+        match t.checkpoint {
+            None => println!("task {}: no checkpoint", t.partition),
+            Some(c) => println!(
+                "task {}: checkpoint {} at {}; module {}; {} keys; snapshot {} B; taken at {} ms since epoch",
+                t.partition,
+                c.number,
+                wasmstream::task::show_offsets(&c.offsets),
+                c.module_digest,
+                t.state.len(),
+                t.snapshot.len(),
+                c.taken_at_ms
+            ),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! The processing loop of one host: poll, process, checkpoint, stop.
+//!
+//! Owns the order of things, which is where the guarantees come from:
+//! outputs are acknowledged before a checkpoint is written (at-least-once);
+//! the checkpoint is written before the offsets are committed to Kafka (so a
+//! restart never skips input); a graceful stop checkpoints every task before
+//! leaving; a failure checkpoints nothing, so a restart replays the interval.
+//! It runs on one thread; signals reach it through [`Shutdown`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::config::{Config, ProcessingGuarantee};
+use crate::guest::{self, GuestError, Module};
+use crate::shutdown::Shutdown;
+use crate::sink::{Sink, SinkError};
+use crate::source::{self, SourceContext};
+use crate::task::{CheckpointReport, Task, TaskEnv, TaskError, short, show_offsets};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    #[error("{what} failed: {source}")]
+    Kafka { what: &'static str, source: KafkaError },
+    #[error("{role} topic `{topic}` does not exist on {bootstrap}; create it first")]
+    MissingTopic { role: &'static str, topic: String, bootstrap: String },
+    #[error("input topics must have the same number of partitions (task N reads partition N of each): {0:?}")]
+    NotCoPartitioned(Vec<(String, usize)>),
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("processing.guarantee = {0} is not supported by this version of wasmstream")]
+    Unsupported(ProcessingGuarantee),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub records: u64,
+    pub checkpoints: u64,
+}
+
+/// Live figures of a running pipeline, for whoever watches it (the demo,
+/// benchmarks, later an admin endpoint). Updated every few dozen records and
+/// whenever the loop is idle, so it lags by at most a poll interval.
+#[derive(Debug, Default)]
+pub struct Progress {
+    records: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
+impl Progress {
+    /// Records processed by this run.
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Acquire)
+    }
+
+    /// Checkpoint rounds taken by this run.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, tasks: &Tasks) {
+        self.records.store(tasks.records, Ordering::Release);
+        self.checkpoints.store(tasks.checkpoints, Ordering::Release);
+    }
+}
+
+/// Why a checkpoint is taken (for the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Interval,
+    CacheFull,
+    Revoke,
+    Shutdown,
+}
+
+/// Every task of this host, and what they share.
+pub struct Tasks {
+    env: TaskEnv,
+    sink: Sink,
+    guarantee: ProcessingGuarantee,
+    cache_max_bytes: usize,
+    by_partition: BTreeMap<i32, Task>,
+    /// A failure inside a rebalance callback, reported by the loop.
+    fatal: Option<PipelineError>,
+    /// A task's dirty state outgrew `statestore.cache.max.bytes`.
+    cache_full: bool,
+    records: u64,
+    checkpoints: u64,
+    summary: Summary,
+}
+
+impl Tasks {
+    fn new(env: TaskEnv, sink: Sink, config: &Config) -> Self {
+        Tasks {
+            env,
+            sink,
+            guarantee: config.processing_guarantee,
+            cache_max_bytes: usize::try_from(config.cache_max_bytes).unwrap_or(usize::MAX),
+            by_partition: BTreeMap::new(),
+            fatal: None,
+            cache_full: false,
+            records: 0,
+            checkpoints: 0,
+            summary: Summary::new(),
+        }
+    }
+
+    /// Records a failure from a callback; the loop stops on it.
+    pub fn fail(&mut self, e: PipelineError) {
+        tracing::error!("{e}");
+        self.fatal.get_or_insert(e);
+    }
+
+    /// Creates the task of `partition` (restoring its checkpoint) and returns the
+    /// offsets its inputs resume from.
+    pub fn assign(&mut self, partition: i32) -> Result<BTreeMap<String, i64>, PipelineError> {
+        if self.fatal.is_some() {
+            return Ok(BTreeMap::new());
+        }
+        if let Some(task) = self.by_partition.get(&partition) {
+            return Ok(task.positions().clone());
+        }
+        let task = Task::open(&self.env, partition)?;
+        let positions = task.positions().clone();
+        self.by_partition.insert(partition, task);
+        Ok(positions)
+    }
+
+    /// Checkpoints and drops the tasks of revoked partitions.
+    pub fn revoke(&mut self, consumer: &BaseConsumer<SourceContext>, partitions: &BTreeSet<i32>) -> Result<(), PipelineError> {
+        if self.fatal.is_none() {
+            self.checkpoint(consumer, Reason::Revoke, Some(partitions))?;
+        }
+        self.by_partition.retain(|p, _| !partitions.contains(p));
+        Ok(())
+    }
+
+    fn process(&mut self, msg: &BorrowedMessage<'_>, consumer: &BaseConsumer<SourceContext>) -> Result<(), PipelineError> {
+        let partition = msg.partition();
+        let Some(task) = self.by_partition.get_mut(&partition) else {
+            // Fetched before a revoke took effect: the next owner processes it.
+            return Ok(());
+        };
+        if !task.process(msg, &self.sink)? {
+            return Ok(());
+        }
+        self.records += 1;
+        match self.guarantee {
+            ProcessingGuarantee::None => {
+                consumer
+                    .store_offset_from_message(msg)
+                    .map_err(|source| PipelineError::Kafka { what: "storing the consumed offset", source })?;
+            }
+            _ => {
+                if task.dirty_state_bytes() > self.cache_max_bytes {
+                    self.cache_full = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoints the dirty tasks (of `only`, if given): waits for every output
+    /// to be acknowledged, writes each task's checkpoint, then commits the
+    /// offsets to the group.
+    fn checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        reason: Reason,
+        only: Option<&BTreeSet<i32>>,
+    ) -> Result<(), PipelineError> {
+        self.cache_full = false;
+        let selected = |p: &i32| only.is_none_or(|o| o.contains(p));
+        if !self.by_partition.iter().any(|(p, t)| selected(p) && t.is_dirty()) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.sink.flush()?;
+        if self.guarantee == ProcessingGuarantee::None {
+            for t in self.by_partition.values_mut() {
+                t.mark_clean();
+            }
+            return Ok(());
+        }
+        let mut reports = Vec::new();
+        let mut tpl = TopicPartitionList::new();
+        for (p, task) in self.by_partition.iter_mut().filter(|(p, t)| selected(p) && t.is_dirty()) {
+            let report = task.checkpoint(&self.env.module.digest)?;
+            tracing::debug!(
+                "task {p}: checkpoint {} at {}: {} keys written, {} deleted, snapshot {} B",
+                report.number,
+                show_offsets(&report.offsets),
+                report.stats.keys_written,
+                report.stats.keys_deleted,
+                report.snapshot_bytes
+            );
+            for (topic, offset) in &report.offsets {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*offset));
+            }
+            reports.push(report);
+        }
+        self.checkpoints += 1;
+        // Advisory copy of the checkpointed offsets; the final one is waited for.
+        let mode = if reason == Reason::Shutdown { CommitMode::Sync } else { CommitMode::Async };
+        if let Err(e) = consumer.commit(&tpl, mode) {
+            tracing::warn!("committing checkpointed offsets to the group failed (they are safe locally): {e}");
+        }
+        self.summary.add(&reports, self.records, started.elapsed(), reason);
+        Ok(())
+    }
+
+    /// Drops every task without a checkpoint (after a failure): their dirty
+    /// state is discarded and a restart replays from the last checkpoint.
+    fn abandon(&mut self) {
+        self.by_partition.clear();
+    }
+}
+
+/// Aggregates checkpoints into info-level lines: one per checkpoint when the
+/// interval is long, at most one every few seconds when it is short.
+struct Summary {
+    /// When the last line was written; `None` before the first one.
+    last_line: Option<Instant>,
+    started: Instant,
+    last_records: u64,
+    rounds: u64,
+    keys: u64,
+    snapshot_bytes: usize,
+    busiest: Duration,
+}
+
+const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+impl Summary {
+    fn new() -> Self {
+        Summary {
+            last_line: None,
+            started: Instant::now(),
+            last_records: 0,
+            rounds: 0,
+            keys: 0,
+            snapshot_bytes: 0,
+            busiest: Duration::ZERO,
+        }
+    }
+
+    fn add(&mut self, reports: &[CheckpointReport], records: u64, took: Duration, reason: Reason) {
+        self.rounds += 1;
+        self.keys += reports.iter().map(|r| r.stats.keys_written + r.stats.keys_deleted).sum::<u64>();
+        self.snapshot_bytes = reports.iter().map(|r| r.snapshot_bytes).sum();
+        self.busiest = self.busiest.max(took);
+        let elapsed = self.last_line.unwrap_or(self.started).elapsed();
+        let recent = self.last_line.is_some_and(|t| t.elapsed() < SUMMARY_EVERY);
+        if recent && matches!(reason, Reason::Interval | Reason::CacheFull) {
+            return;
+        }
+        let offsets: Vec<String> =
+            reports.iter().map(|r| format!("task {}: {}", r.partition, show_offsets(&r.offsets))).collect();
+        let numbers: BTreeSet<u64> = reports.iter().map(|r| r.number).collect();
+        let rate = (records - self.last_records) as f64 / elapsed.as_secs_f64().max(1e-3);
+        let label = match reason {
+            Reason::Shutdown => "final checkpoint",
+            Reason::Revoke => "checkpoint before revoke",
+            Reason::CacheFull => "checkpoint (statestore.cache.max.bytes reached)",
+            Reason::Interval => "checkpoint",
+        };
+        let rounds = if self.rounds > 1 { format!(" ({} checkpoints since the last line)", self.rounds) } else { String::new() };
+        tracing::info!(
+            "{label} {}{rounds}: {}; {} keys written, snapshots {} B, took {} ms; {records} records processed ({rate:.0}/s)",
+            numbers.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
+            offsets.join("; "),
+            self.keys,
+            self.snapshot_bytes,
+            self.busiest.as_millis(),
+        );
+        *self = Summary { last_records: records, last_line: Some(Instant::now()), ..Summary::new() };
+    }
+}
+
+/// How long one `poll` may block; also the latency of noticing a stop.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Records between looks at the clock on the hot path.
+const CLOCK_EVERY: u32 = 64;
+
+/// Runs the application until `shutdown` is triggered or a failure.
+pub fn run(config: &Config, shutdown: &Shutdown) -> Result<RunSummary, PipelineError> {
+    run_with_progress(config, shutdown, &Progress::default())
+}
+
+/// [`run`], publishing live figures to `progress`.
+pub fn run_with_progress(
+    config: &Config,
+    shutdown: &Shutdown,
+    progress: &Progress,
+) -> Result<RunSummary, PipelineError> {
+    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+        return Err(PipelineError::Unsupported(config.processing_guarantee));
+    }
+    // Everything that can be wrong with the module is found before anything
+    // is written or joined.
+    let engine = guest::engine()?;
+    let compile_started = Instant::now();
+    let module = Module::load(&engine, &config.processor.module, config.processor.max_memory_bytes)?;
+    tracing::info!(
+        "loaded {} (sha256 {}) in {} ms",
+        module.path.display(),
+        short(&module.digest),
+        compile_started.elapsed().as_millis()
+    );
+    let sink = Sink::new(config)?;
+    let env = TaskEnv {
+        module,
+        app_state_dir: config.app_state_dir(),
+        guest_config: config.processor.config.clone(),
+        guarantee: config.processing_guarantee,
+        application_id: config.application_id.clone(),
+    };
+    let consumer = source::consumer(config, Tasks::new(env, sink, config))?;
+    let partitions = source::check_topics(&consumer, config)?;
+    let dir = config.app_state_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| PipelineError::StateDir { path: dir.clone(), source })?;
+    let inputs: Vec<&str> = config.processor.inputs.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&inputs)
+        .map_err(|source| PipelineError::Kafka { what: "subscribing to the input topics", source })?;
+    tracing::info!(
+        "{} running: {} ({partitions} partitions) -> {}, processing.guarantee = {}, commit.interval.ms = {}, state in {}",
+        config.application_id,
+        config.processor.inputs.join(", "),
+        config.processor.outputs.join(", "),
+        config.processing_guarantee,
+        config.commit_interval.as_millis(),
+        dir.display()
+    );
+
+    let result = process_until_stopped(&consumer, config, shutdown, progress);
+    let mut tasks = consumer.context().tasks();
+    progress.publish(&tasks);
+    let summary = RunSummary { records: tasks.records, checkpoints: tasks.checkpoints };
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped cleanly: {} records processed, {} checkpoints", summary.records, summary.checkpoints);
+            // The tasks are clean: leaving the group below revokes without work.
+            drop(tasks);
+            Ok(summary)
+        }
+        Err(e) => {
+            tasks.abandon();
+            Err(e)
+        }
+    }
+}
+
+fn process_until_stopped(
+    consumer: &BaseConsumer<SourceContext>,
+    config: &Config,
+    shutdown: &Shutdown,
+    progress: &Progress,
+) -> Result<(), PipelineError> {
+    let ctx = consumer.context();
+    let mut next_checkpoint = Instant::now() + config.commit_interval;
+    let mut until_clock = CLOCK_EVERY;
+    while !shutdown.is_triggered() {
+        // The rebalance callback runs inside `poll` and takes the tasks' lock:
+        // it must not be held here.
+        let polled = consumer.poll(POLL_TIMEOUT);
+        let mut tasks = ctx.tasks();
+        if let Some(e) = tasks.fatal.take() {
+            return Err(e);
+        }
+        let idle = match polled {
+            None => true,
+            Some(Ok(msg)) => {
+                tasks.process(&msg, consumer)?;
+                false
+            }
+            Some(Err(e)) => {
+                consumer_error(e, config)?;
+                true
+            }
+        };
+        until_clock -= 1;
+        if idle || until_clock == 0 || tasks.cache_full {
+            until_clock = CLOCK_EVERY;
+            tasks.sink.poll();
+            progress.publish(&tasks);
+            let now = Instant::now();
+            if now >= next_checkpoint || tasks.cache_full {
+                let reason = if tasks.cache_full { Reason::CacheFull } else { Reason::Interval };
+                tasks.checkpoint(consumer, reason, None)?;
+                next_checkpoint = Instant::now() + config.commit_interval;
+            }
+        }
+    }
+    let mut tasks = ctx.tasks();
+    if tasks.by_partition.values().any(Task::is_dirty) {
+        tracing::info!("stopping: taking a final checkpoint");
+        tasks.checkpoint(consumer, Reason::Shutdown, None)?;
+    } else {
+        tracing::info!("stopping: every task is at its last checkpoint already");
+    }
+    if config.processing_guarantee == ProcessingGuarantee::None {
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing consumed since the last auto-commit is the usual cause.
+            tracing::debug!("final offset commit: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Errors `poll` reports: fatal when they mean the pipeline cannot work.
+fn consumer_error(e: KafkaError, config: &Config) -> Result<(), PipelineError> {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            Err(PipelineError::Kafka { what: "consuming the input topics", source: e })
+        }
+        Some(RDKafkaErrorCode::Fenced) => Err(PipelineError::Kafka { what: "consuming", source: e }),
+        _ => {
+            tracing::warn!("consumer ({}): {e}", config.bootstrap_servers);
+            Ok(())
+        }
+    }
+}

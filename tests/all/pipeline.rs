@@ -1,0 +1,113 @@
+//! The word-count pipeline end to end on a real broker: exact counts, a
+//! graceful stop and restart that repeats nothing (I4), and `none`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::support::*;
+
+const LONG: Duration = Duration::from_secs(120);
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// The outputs grouped as (input partition, word) → counts in arrival order.
+fn sequences(outputs: &[Rec]) -> BTreeMap<(i32, String), Vec<u64>> {
+    let mut seqs: BTreeMap<(i32, String), Vec<u64>> = BTreeMap::new();
+    for r in outputs {
+        let count = r.value.parse().unwrap_or_else(|_| panic!("count is not a number: {r:?}"));
+        seqs.entry((source_partition(r), r.key.clone())).or_default().push(count);
+    }
+    seqs
+}
+
+/// Every (partition, word) was counted exactly 1, 2, ..., n, once each, in order.
+fn assert_each_count_exactly_once(outputs: &[Rec], expected: &BTreeMap<(i32, String), u64>) {
+    let seqs = sequences(outputs);
+    assert_eq!(seqs.keys().collect::<BTreeSet<_>>(), expected.keys().collect::<BTreeSet<_>>());
+    for (k, n) in expected {
+        let want: Vec<u64> = (1..=*n).collect();
+        assert_eq!(seqs[k], want, "counts of {k:?}");
+    }
+}
+
+#[test]
+fn wordcount_end_to_end_counts_are_exact() {
+    let app = App::new("e2e", 3, &guest("wordcount"), "commit.interval.ms = 500");
+    let input = sentences(400, 1);
+    produce(&app.input, &input);
+    let host = app.start();
+    let total = word_total(&input);
+    let outputs = read_topic(&app.output, total, SETTLE, LONG);
+    let (status, log) = host.stop();
+    assert!(status.success(), "graceful stop must exit 0: {status}\n{log}");
+    assert_eq!(outputs.len(), total, "one output per word occurrence\n{log}");
+    let in_records = read_all(&app.input);
+    assert!(in_records.iter().map(|r| r.partition).collect::<BTreeSet<_>>().len() > 1, "input spread over partitions");
+    assert_each_count_exactly_once(&outputs, &expected_counts(&in_records, &BTreeMap::new()));
+    assert!(log.contains("stopped cleanly"), "{log}");
+}
+
+#[test]
+fn graceful_stop_and_restart_resumes_at_checkpoint_and_processes_nothing_twice() {
+    // A long interval: only the checkpoint taken at the graceful stop counts.
+    let app = App::new("restart", 2, &guest("wordcount"), "commit.interval.ms = 600000");
+    let first = sentences(150, 2);
+    produce(&app.input, &first);
+    let host = app.start();
+    let outputs = read_topic(&app.output, word_total(&first), SETTLE, LONG);
+    assert_eq!(outputs.len(), word_total(&first));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("final checkpoint"), "{log}");
+
+    // The checkpoint covers exactly the first batch, and its state and snapshot match it.
+    let in_first = read_all(&app.input);
+    let ends: BTreeMap<i32, i64> = app
+        .checkpoints()
+        .iter()
+        .map(|t| (t.partition, t.checkpoint.as_ref().map_or(0, |c| c.offsets[&app.input])))
+        .collect();
+    let per_partition = |p: i32| in_first.iter().filter(|r| r.partition == p).count() as i64;
+    for (p, end) in &ends {
+        assert_eq!(*end, per_partition(*p), "task {p} checkpointed at the end of its input");
+    }
+
+    let second = sentences(150, 3);
+    produce(&app.input, &second);
+    let host = app.start();
+    let all = [first.clone(), second.clone()].concat();
+    let outputs = read_topic(&app.output, word_total(&all), SETTLE, LONG);
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("restored checkpoint"), "{log}");
+    assert_eq!(outputs.len(), word_total(&all), "nothing processed twice, nothing lost");
+    let in_all = read_all(&app.input);
+    assert_each_count_exactly_once(&outputs, &expected_counts(&in_all, &BTreeMap::new()));
+    for t in app.checkpoints() {
+        assert_eq!(wordcount_snapshot(&t), in_all.iter().filter(|r| r.partition == t.partition).count() as u64);
+    }
+}
+
+#[test]
+fn processing_guarantee_none_runs_and_restarts_from_committed_offsets() {
+    let app = App::new("none", 2, &guest("wordcount"), "processing.guarantee = \"none\"");
+    let first = sentences(100, 4);
+    produce(&app.input, &first);
+    let host = app.start();
+    let outputs = read_topic(&app.output, word_total(&first), SETTLE, LONG);
+    assert_eq!(outputs.len(), word_total(&first));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+
+    let second = sentences(100, 5);
+    produce(&app.input, &second);
+    let host = app.start();
+    let all = [first, second].concat();
+    let outputs = read_topic(&app.output, word_total(&all), SETTLE, LONG);
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+    // State was written through and the offsets committed at the stop: the
+    // restart continued where the first run ended.
+    let in_all = read_all(&app.input);
+    assert_each_count_exactly_once(&outputs, &expected_counts(&in_all, &BTreeMap::new()));
+    assert!(app.checkpoints().iter().all(|t| t.checkpoint.is_none()), "none writes no checkpoint");
+}
