@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use anyhow::Context as _;
 use wasmstream::guest::{InputRecord, Module};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -59,7 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // 2. One call per record vs. one call per 64 records, same logic.
     let engine = Engine::default();
     let component = Component::from_file(&engine, args.guests.join("bench_batch_guest.wasm"))
-        .context("bench_batch_guest.wasm (built by scripts/build-guests)")?;
+        .map_err(|e| anyhow::anyhow!("bench_batch_guest.wasm (built by scripts/build-guests): {e}"))?;
     let mut linker = Linker::<Ctx>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     let mut store = Store::new(&engine, Ctx { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });

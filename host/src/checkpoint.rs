@@ -58,7 +58,7 @@ pub struct TaskCheckpoint {
     pub checkpoint: Option<Checkpoint>,
     pub snapshot: Vec<u8>,
     /// Every state entry at the checkpoint, in key order.
-    pub state: Vec<(Vec<u8>, Vec<u8>)>,
+    pub state: crate::state::Entries,
 }
 
 /// Reads every task's checkpoint under an application's state directory
@@ -89,7 +89,7 @@ mod tests {
         let c = Checkpoint::new(3, BTreeMap::from([("in".to_string(), 42)]), "ab".into());
         assert_eq!(Checkpoint::decode(&c.encode()), Ok(c.clone()));
         let other = Checkpoint { format: 99, ..c };
-        assert!(Checkpoint::decode(&other.encode()).unwrap_err().contains("format 99"));
+        assert!(Checkpoint::decode(&other.encode()).is_err_and(|e| e.contains("format 99")));
         assert!(Checkpoint::decode(b"{").is_err());
     }
 }

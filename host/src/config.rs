@@ -173,13 +173,13 @@ pub struct Key {
 /// (`wasmstream config-keys` prints this table).
 pub const KEYS: &[Key] = &[
     Key { name: "application.id", kind: Kind::Text, default: None,
-          doc: "names the consumer group, the state directory and (later) changelog, DLQ and transactional ids" },
+          doc: "names the consumer group and the state directory <state.dir>/<application.id>/" },
     Key { name: "bootstrap.servers", kind: Kind::Text, default: None,
           doc: "Kafka brokers, host:port[,host:port...]" },
     Key { name: "commit.interval.ms", kind: Kind::Millis, default: Some("30000 (100 under exactly_once)"),
           doc: "minimum time between checkpoints of a task" },
     Key { name: "processing.guarantee", kind: Kind::Guarantee, default: Some("at_least_once"),
-          doc: "at_least_once, exactly_once (alias exactly_once_v2) or none" },
+          doc: "at_least_once or none; exactly_once (alias exactly_once_v2) is accepted but not yet supported" },
     Key { name: "state.dir", kind: Kind::Path, default: Some("<temp dir>/wasmstream"),
           doc: "local state root; task state lives in <state.dir>/<application.id>/" },
     Key { name: "statestore.cache.max.bytes", kind: Kind::Bytes, default: Some("10485760"),

@@ -148,6 +148,7 @@ async fn wait_for_stop(shutdown: &Shutdown, worker: &std::thread::JoinHandle<Res
 
 fn check(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
     let config = config::load(path, overrides)?;
+    pipeline::supported(&config)?;
     let engine = wasmstream::guest::engine()?;
     let module = wasmstream::guest::Module::load(&engine, &config.processor.module, config.processor.max_memory_bytes)?;
     println!(

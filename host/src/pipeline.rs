@@ -300,15 +300,21 @@ pub fn run(config: &Config, shutdown: &Shutdown) -> Result<RunSummary, PipelineE
     run_with_progress(config, shutdown, &Progress::default())
 }
 
+/// Refuses what this version cannot run (also used by `wasmstream check`).
+pub fn supported(config: &Config) -> Result<(), PipelineError> {
+    match config.processing_guarantee {
+        ProcessingGuarantee::ExactlyOnce => Err(PipelineError::Unsupported(config.processing_guarantee)),
+        _ => Ok(()),
+    }
+}
+
 /// [`run`], publishing live figures to `progress`.
 pub fn run_with_progress(
     config: &Config,
     shutdown: &Shutdown,
     progress: &Progress,
 ) -> Result<RunSummary, PipelineError> {
-    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
-        return Err(PipelineError::Unsupported(config.processing_guarantee));
-    }
+    supported(config)?;
     // Everything that can be wrong with the module is found before anything
     // is written or joined.
     let engine = guest::engine()?;
@@ -412,11 +418,11 @@ fn process_until_stopped(
     } else {
         tracing::info!("stopping: every task is at its last checkpoint already");
     }
-    if config.processing_guarantee == ProcessingGuarantee::None {
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing consumed since the last auto-commit is the usual cause.
-            tracing::debug!("final offset commit: {e}");
-        }
+    if config.processing_guarantee == ProcessingGuarantee::None
+        && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+    {
+        // Nothing consumed since the last auto-commit is the usual cause.
+        tracing::debug!("final offset commit: {e}");
     }
     Ok(())
 }

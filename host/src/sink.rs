@@ -7,7 +7,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -26,8 +26,8 @@ pub enum SinkError {
     Send { topic: String, source: KafkaError },
     #[error("{failed} output record(s) were not acknowledged by Kafka; first: {first}")]
     Delivery { failed: u64, first: String },
-    #[error("outputs were not acknowledged within {0:?}: {1}")]
-    Flush(Duration, KafkaError),
+    #[error("outputs were not acknowledged within {0:?} ({1} still in flight)")]
+    Flush(Duration, i32),
 }
 
 /// Counts failed deliveries; the first failure is kept for the message.
@@ -129,7 +129,15 @@ impl Sink {
 
     /// Waits until every record sent so far is acknowledged; fails if any was not.
     pub fn flush(&self) -> Result<(), SinkError> {
-        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| SinkError::Flush(FLUSH_TIMEOUT, e))?;
+        // rdkafka's `flush` sleeps in 100 ms steps once the queue is not empty;
+        // a checkpoint stalls processing while it waits, so poll in short steps.
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(SinkError::Flush(FLUSH_TIMEOUT, self.producer.in_flight_count()));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
         let ctx = self.producer.context();
         match ctx.failed.load(Ordering::Relaxed) {
             0 => Ok(()),

@@ -88,6 +88,9 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// librdkafka's `fetch.queue.backoff.ms` unless the user sets it (see `consumer`).
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 /// The consumer of the application's group.
 pub fn consumer(config: &Config, tasks: Tasks) -> Result<BaseConsumer<SourceContext>, PipelineError> {
     let mut cc: ClientConfig = client_config(config, &config.kafka.consumer);
@@ -101,6 +104,11 @@ pub fn consumer(config: &Config, tasks: Tasks) -> Result<BaseConsumer<SourceCont
     // Task N owns partition N of every input topic: the range assignor keeps
     // co-partitioned topics together.
     cc.set_if_absent("partition.assignment.strategy", "range");
+    // librdkafka stops fetching for 1 s (its default) once its prefetch queue
+    // is full; a processor that drains the queue faster than that would then
+    // sit idle. Measured with `scripts/bench`: the stateless map went from
+    // ~130k to ~380k records/s (plain loop: ~240k to ~895k).
+    cc.set_if_absent("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
         cc.set_if_absent("isolation.level", "read_committed");
     }

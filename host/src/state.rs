@@ -37,6 +37,9 @@ pub fn task_dir(app_state_dir: &Path, partition: i32) -> PathBuf {
     app_state_dir.join(format!("task-{partition}"))
 }
 
+/// State entries, `(key, value)`, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What a task's store held at its last checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Restored {
@@ -95,7 +98,7 @@ impl TaskStore {
 
     /// Reads the checkpoint of the store at `path` without opening it for writing
     /// (works beside a running host).
-    pub fn read_only(path: &Path) -> Result<(Restored, Vec<(Vec<u8>, Vec<u8>)>), StateError> {
+    pub fn read_only(path: &Path) -> Result<(Restored, Entries), StateError> {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let db = DB::open_cf_for_read_only(&Options::default(), path, [CF_STATE, CF_META], false).map_err(err)?;
         let store = TaskStore { db, path: path.to_path_buf(), cache: HashMap::new(), cache_bytes: 0, write_through: false };
@@ -158,7 +161,7 @@ impl TaskStore {
     }
 
     /// Entries under `prefix` in key order, the cache merged over RocksDB.
-    pub fn scan_prefix(&mut self, prefix: &[u8], limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&mut self, prefix: &[u8], limit: u32) -> Result<Entries, StateError> {
         let limit = if limit == 0 { usize::MAX } else { limit as usize };
         let mut dirty: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
             self.cache.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
@@ -196,7 +199,7 @@ impl TaskStore {
         Ok(out)
     }
 
-    fn scan_db(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn scan_db(&self, prefix: &[u8], limit: usize) -> Result<Entries, StateError> {
         let limit = if limit == 0 { usize::MAX } else { limit };
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_STATE), IteratorMode::From(prefix, Direction::Forward)) {

@@ -29,17 +29,24 @@ fn assert_each_count_exactly_once(outputs: &[Rec], expected: &BTreeMap<(i32, Str
     }
 }
 
+/// Produces `batch`, runs the host until the output holds one record per word
+/// of everything produced so far (`all`), stops it with SIGTERM and checks it
+/// exited 0. Returns the whole output topic and the host's log.
+fn run_batch(app: &App, batch: &[(String, String)], all: &[(String, String)]) -> (Vec<Rec>, String) {
+    produce(&app.input, batch);
+    let host = app.start();
+    let outputs = read_topic(&app.output, word_total(all), SETTLE, LONG);
+    let (status, log) = host.stop();
+    assert!(status.success(), "graceful stop must exit 0: {status}\n{log}");
+    assert_eq!(outputs.len(), word_total(all), "one output per word occurrence, none twice\n{log}");
+    (outputs, log)
+}
+
 #[test]
 fn wordcount_end_to_end_counts_are_exact() {
     let app = App::new("e2e", 3, &guest("wordcount"), "commit.interval.ms = 500");
     let input = sentences(400, 1);
-    produce(&app.input, &input);
-    let host = app.start();
-    let total = word_total(&input);
-    let outputs = read_topic(&app.output, total, SETTLE, LONG);
-    let (status, log) = host.stop();
-    assert!(status.success(), "graceful stop must exit 0: {status}\n{log}");
-    assert_eq!(outputs.len(), total, "one output per word occurrence\n{log}");
+    let (outputs, log) = run_batch(&app, &input, &input);
     let in_records = read_all(&app.input);
     assert!(in_records.iter().map(|r| r.partition).collect::<BTreeSet<_>>().len() > 1, "input spread over partitions");
     assert_each_count_exactly_once(&outputs, &expected_counts(&in_records, &BTreeMap::new()));
@@ -51,12 +58,7 @@ fn graceful_stop_and_restart_resumes_at_checkpoint_and_processes_nothing_twice()
     // A long interval: only the checkpoint taken at the graceful stop counts.
     let app = App::new("restart", 2, &guest("wordcount"), "commit.interval.ms = 600000");
     let first = sentences(150, 2);
-    produce(&app.input, &first);
-    let host = app.start();
-    let outputs = read_topic(&app.output, word_total(&first), SETTLE, LONG);
-    assert_eq!(outputs.len(), word_total(&first));
-    let (status, log) = host.stop();
-    assert!(status.success(), "{status}\n{log}");
+    let (_, log) = run_batch(&app, &first, &first);
     assert!(log.contains("final checkpoint"), "{log}");
 
     // The checkpoint covers exactly the first batch, and its state and snapshot match it.
@@ -72,14 +74,9 @@ fn graceful_stop_and_restart_resumes_at_checkpoint_and_processes_nothing_twice()
     }
 
     let second = sentences(150, 3);
-    produce(&app.input, &second);
-    let host = app.start();
-    let all = [first.clone(), second.clone()].concat();
-    let outputs = read_topic(&app.output, word_total(&all), SETTLE, LONG);
-    let (status, log) = host.stop();
-    assert!(status.success(), "{status}\n{log}");
+    let all = [first, second.clone()].concat();
+    let (outputs, log) = run_batch(&app, &second, &all);
     assert!(log.contains("restored checkpoint"), "{log}");
-    assert_eq!(outputs.len(), word_total(&all), "nothing processed twice, nothing lost");
     let in_all = read_all(&app.input);
     assert_each_count_exactly_once(&outputs, &expected_counts(&in_all, &BTreeMap::new()));
     for t in app.checkpoints() {
@@ -91,23 +88,14 @@ fn graceful_stop_and_restart_resumes_at_checkpoint_and_processes_nothing_twice()
 fn processing_guarantee_none_runs_and_restarts_from_committed_offsets() {
     let app = App::new("none", 2, &guest("wordcount"), "processing.guarantee = \"none\"");
     let first = sentences(100, 4);
-    produce(&app.input, &first);
-    let host = app.start();
-    let outputs = read_topic(&app.output, word_total(&first), SETTLE, LONG);
-    assert_eq!(outputs.len(), word_total(&first));
-    let (status, log) = host.stop();
-    assert!(status.success(), "{status}\n{log}");
-
+    run_batch(&app, &first, &first);
     let second = sentences(100, 5);
-    produce(&app.input, &second);
-    let host = app.start();
-    let all = [first, second].concat();
-    let outputs = read_topic(&app.output, word_total(&all), SETTLE, LONG);
-    let (status, log) = host.stop();
-    assert!(status.success(), "{status}\n{log}");
+    let all = [first, second.clone()].concat();
+    let (outputs, _) = run_batch(&app, &second, &all);
     // State was written through and the offsets committed at the stop: the
     // restart continued where the first run ended.
     let in_all = read_all(&app.input);
     assert_each_count_exactly_once(&outputs, &expected_counts(&in_all, &BTreeMap::new()));
     assert!(app.checkpoints().iter().all(|t| t.checkpoint.is_none()), "none writes no checkpoint");
 }
+

@@ -43,13 +43,15 @@ pub fn bootstrap() -> &'static str {
             dir.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        // Stop the broker when this test process is gone, however it ends.
+        // Stop the broker when this test process is gone, however it ends. The
+        // watchdog outlives us on purpose, so it is never waited for.
         let watchdog = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{s}' stop '{d}'; rm -rf '{d}'",
             pid = std::process::id(),
             s = script.display(),
             d = dir.display()
         );
+        #[allow(clippy::zombie_processes)]
         Command::new("bash")
             .arg("-c")
             .arg(watchdog)
