@@ -201,22 +201,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         create_topic(b, &out, 1)?;
         Ok(out)
     };
-    // The broker's JIT warms up on the first workload: give it one, uncounted.
-    eprintln!("bench: warm-up (a plain loop, not counted)");
-    {
-        let out = fresh_out("warmup-out")?;
-        let consumed = AtomicU64::new(0);
-        measure(b, &out, n as i64, n, || consumed.load(Ordering::Relaxed) > 0, |s| {
-            plain_loop(b, &kv_in, &out, n, &s, &consumed)
-        })?;
-    }
-    let plain = row(args, "plain", || {
+    let plain_once = || {
         let out = fresh_out("plain-out")?;
         let consumed = AtomicU64::new(0);
         measure(b, &out, n as i64, n, || consumed.load(Ordering::Relaxed) > 0, |s| {
             plain_loop(b, &kv_in, &out, n, &s, &consumed)
         })
-    })?;
+    };
+    // The broker's JIT warms up on the first workload: give it one, uncounted.
+    eprintln!("bench: warm-up (a plain loop, not counted)");
+    plain_once()?;
+    let plain = row(args, "plain", plain_once)?;
     let map = row(args, "map", || {
         let out = fresh_out("map-out")?;
         let cfg = pipeline_config(args, "uppercase", &kv_in, &out, state.path())?;
