@@ -28,6 +28,10 @@ pub struct Checkpoint {
     pub module_digest: String,
     /// Milliseconds since the Unix epoch when the checkpoint was taken.
     pub taken_at_ms: u64,
+    /// Offset of this checkpoint's marker in the task's changelog partition
+    /// (`None` in the marker itself, and without a changelog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog_offset: Option<i64>,
 }
 
 impl Checkpoint {
@@ -35,7 +39,7 @@ impl Checkpoint {
         let taken_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        Checkpoint { format: FORMAT, number, offsets, module_digest, taken_at_ms }
+        Checkpoint { format: FORMAT, number, offsets, module_digest, taken_at_ms, changelog_offset: None }
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -82,6 +82,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Dirty state bytes of a task that force an early checkpoint.
     pub cache_max_bytes: u64,
+    /// Replication factor of the topics the host creates (-1: the broker's default).
+    pub replication_factor: i32,
     pub processor: ProcessorConfig,
     pub kafka: KafkaPassthrough,
 }
@@ -152,6 +154,7 @@ fn suggest(s: &Option<&'static str>) -> String {
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Text,
+    Replication,
     Millis,
     Bytes,
     Guarantee,
@@ -179,11 +182,13 @@ pub const KEYS: &[Key] = &[
     Key { name: "commit.interval.ms", kind: Kind::Millis, default: Some("30000 (100 under exactly_once)"),
           doc: "minimum time between checkpoints of a task" },
     Key { name: "processing.guarantee", kind: Kind::Guarantee, default: Some("at_least_once"),
-          doc: "at_least_once or none; exactly_once (alias exactly_once_v2) is accepted but not yet supported" },
+          doc: "at_least_once, exactly_once (alias exactly_once_v2) or none" },
     Key { name: "state.dir", kind: Kind::Path, default: Some("<temp dir>/wasmstream"),
           doc: "local state root; task state lives in <state.dir>/<application.id>/" },
     Key { name: "statestore.cache.max.bytes", kind: Kind::Bytes, default: Some("10485760"),
           doc: "dirty state bytes of a task that trigger a checkpoint before commit.interval.ms" },
+    Key { name: "replication.factor", kind: Kind::Replication, default: Some("-1 (the broker's default.replication.factor)"),
+          doc: "replication factor of the changelog topic the host creates" },
     Key { name: "processor.module", kind: Kind::Path, default: None,
           doc: "the processor component (.wasm), relative to this file" },
     Key { name: "processor.inputs", kind: Kind::TopicList, default: None,
@@ -369,6 +374,10 @@ fn build(
         _ => std::env::temp_dir().join(DEFAULT_STATE_DIR_NAME),
     };
     let cache_max_bytes = get("statestore.cache.max.bytes")?.map_or(DEFAULT_CACHE_MAX_BYTES, Value::number);
+    let replication_factor = match get("replication.factor")? {
+        Some(Value::Replication(n)) => n,
+        _ => -1,
+    };
     let module = match get("processor.module")? {
         Some(Value::Path(p)) => p,
         _ => PathBuf::new(),
@@ -388,6 +397,7 @@ fn build(
         processing_guarantee,
         state_dir,
         cache_max_bytes,
+        replication_factor,
         processor: ProcessorConfig { module, inputs, outputs, config: guest, max_memory_bytes },
         kafka,
     })
@@ -396,6 +406,7 @@ fn build(
 /// A checked value.
 enum Value {
     Text(String),
+    Replication(i32),
     Number(u64),
     Guarantee(ProcessingGuarantee),
     Path(PathBuf),
@@ -430,6 +441,16 @@ fn check(key: &Key, raw: &Raw, base: &Path) -> Result<Value, (String, Option<&'s
             Some(s) if !s.trim().is_empty() => Ok(Value::Text(s)),
             _ => Err(("a non-empty string".into(), None)),
         },
+        Kind::Replication => {
+            let n = match raw {
+                Raw::Toml(toml::Value::Integer(i)) => i32::try_from(*i).ok(),
+                other => other.text().and_then(|s| s.trim().parse::<i32>().ok()),
+            };
+            match n {
+                Some(n) if n == -1 || n >= 1 => Ok(Value::Replication(n)),
+                _ => Err(("a whole number of replicas, at least 1, or -1 for the broker's default".into(), None)),
+            }
+        }
         Kind::Millis | Kind::Bytes => {
             let n = match raw {
                 Raw::Toml(toml::Value::Integer(i)) => u64::try_from(*i).ok(),

@@ -10,12 +10,14 @@
 //! - [`guest`]: wasmtime: the component, its bindings, limits, instances.
 //! - [`state`]: write-back cache over RocksDB; atomic checkpoint commits.
 //! - [`checkpoint`]: the checkpoint record and inspecting a state directory.
+//! - [`changelog`]: the compacted changelog topic: format, creation, replay.
 //! - [`sink`]: the producer and delivery tracking.
 //! - [`demo`]: the word-count demo on an in-process broker.
 //! - [`shutdown`]: the graceful stop signal.
 //!
 //! `main.rs` is a thin CLI over [`pipeline::run`].
 
+pub mod changelog;
 pub mod checkpoint;
 pub mod config;
 pub mod demo;

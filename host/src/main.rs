@@ -148,7 +148,6 @@ async fn wait_for_stop(shutdown: &Shutdown, worker: &std::thread::JoinHandle<Res
 
 fn check(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
     let config = config::load(path, overrides)?;
-    pipeline::supported(&config)?;
     let engine = wasmstream::guest::engine()?;
     let module = wasmstream::guest::Module::load(&engine, &config.processor.module, config.processor.max_memory_bytes)?;
     println!(
@@ -174,10 +173,11 @@ fn inspect(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
         match t.checkpoint {
             None => println!("task {}: no checkpoint", t.partition),
             Some(c) => println!(
-                "task {}: checkpoint {} at {}; module {}; {} keys; snapshot {} B; taken at {} ms since epoch",
+                "task {}: checkpoint {} at {}; changelog offset {}; module {}; {} keys; snapshot {} B; taken at {} ms since epoch",
                 t.partition,
                 c.number,
                 wasmstream::task::show_offsets(&c.offsets),
+                c.changelog_offset.map_or_else(|| "none".to_string(), |o| o.to_string()),
                 c.module_digest,
                 t.state.len(),
                 t.snapshot.len(),

@@ -22,7 +22,8 @@ use crate::guest::{self, GuestError, Module};
 use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, SourceContext};
-use crate::task::{CheckpointReport, Task, TaskEnv, TaskError, short, show_offsets};
+use crate::changelog;
+use crate::task::{ChangelogEnv, CheckpointReport, PendingCheckpoint, Task, TaskEnv, TaskError, short, show_offsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -40,8 +41,10 @@ pub enum PipelineError {
     Task(#[from] TaskError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error("processing.guarantee = {0} is not supported by this version of wasmstream")]
-    Unsupported(ProcessingGuarantee),
+    #[error(transparent)]
+    Changelog(#[from] changelog::ChangelogError),
+    #[error("the consumer has no group metadata to commit a transaction with")]
+    NoGroupMetadata,
 }
 
 /// How a run ended.
@@ -133,7 +136,7 @@ impl Tasks {
         if let Some(task) = self.by_partition.get(&partition) {
             return Ok(task.positions().clone());
         }
-        let task = Task::open(&self.env, partition)?;
+        let task = Task::open(&self.env, partition, &mut self.sink)?;
         let positions = task.positions().clone();
         self.by_partition.insert(partition, task);
         Ok(positions)
@@ -154,7 +157,7 @@ impl Tasks {
             // Fetched before a revoke took effect: the next owner processes it.
             return Ok(());
         };
-        if !task.process(msg, &self.sink)? {
+        if !task.process(msg, &mut self.sink)? {
             return Ok(());
         }
         self.records += 1;
@@ -173,9 +176,8 @@ impl Tasks {
         Ok(())
     }
 
-    /// Checkpoints the dirty tasks (of `only`, if given): waits for every output
-    /// to be acknowledged, writes each task's checkpoint, then commits the
-    /// offsets to the group.
+    /// Checkpoints the dirty tasks (of `only`, if given; under exactly-once
+    /// always all, as one transaction spans them).
     fn checkpoint(
         &mut self,
         consumer: &BaseConsumer<SourceContext>,
@@ -183,42 +185,120 @@ impl Tasks {
         only: Option<&BTreeSet<i32>>,
     ) -> Result<(), PipelineError> {
         self.cache_full = false;
+        let only = if self.guarantee == ProcessingGuarantee::ExactlyOnce { None } else { only };
         let selected = |p: &i32| only.is_none_or(|o| o.contains(p));
-        if !self.by_partition.iter().any(|(p, t)| selected(p) && t.is_dirty()) {
+        let dirty: Vec<i32> = self.by_partition.iter().filter(|(p, t)| selected(p) && t.is_dirty()).map(|(p, _)| *p).collect();
+        if dirty.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
-        self.sink.flush()?;
-        if self.guarantee == ProcessingGuarantee::None {
-            for t in self.by_partition.values_mut() {
-                t.mark_clean();
+        let reports = match self.guarantee {
+            ProcessingGuarantee::None => {
+                self.sink.flush()?;
+                for t in self.by_partition.values_mut() {
+                    t.mark_clean();
+                }
+                return Ok(());
             }
-            return Ok(());
+            ProcessingGuarantee::AtLeastOnce => self.checkpoint_at_least_once(consumer, &dirty, reason)?,
+            ProcessingGuarantee::ExactlyOnce => match self.checkpoint_exactly_once(consumer, &dirty)? {
+                Some(reports) => reports,
+                None => return Ok(()), // rolled back
+            },
+        };
+        self.checkpoints += 1;
+        self.summary.add(&reports, self.records, started.elapsed(), reason);
+        Ok(())
+    }
+
+    /// At-least-once: outputs acknowledged, then the changelog appended and
+    /// acknowledged, then RocksDB, then the advisory group commit.
+    fn checkpoint_at_least_once(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        dirty: &[i32],
+        reason: Reason,
+    ) -> Result<Vec<CheckpointReport>, PipelineError> {
+        // Before any changelog record: a checkpoint the changelog holds
+        // complete must never stand for outputs that were not delivered.
+        self.sink.flush()?;
+        let mut pending = Vec::with_capacity(dirty.len());
+        for p in dirty {
+            let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
+            pending.push((*p, task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink)?));
         }
-        let mut reports = Vec::new();
+        self.sink.flush()?;
+        let reports = self.commit_local(pending)?;
+        // Advisory copy of the checkpointed offsets; the final one is waited for.
+        let mode = if reason == Reason::Shutdown { CommitMode::Sync } else { CommitMode::Async };
+        if let Err(e) = consumer.commit(&offsets(&reports), mode) {
+            tracing::warn!("committing checkpointed offsets to the group failed (they are safe locally): {e}");
+        }
+        Ok(reports)
+    }
+
+    /// Exactly-once: the changelog records and the input offsets join the
+    /// interval's transaction; once it commits, RocksDB. A transaction that
+    /// fails is aborted and every task rolled back (`None`).
+    fn checkpoint_exactly_once(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        dirty: &[i32],
+    ) -> Result<Option<Vec<CheckpointReport>>, PipelineError> {
+        let mut pending = Vec::with_capacity(dirty.len());
         let mut tpl = TopicPartitionList::new();
-        for (p, task) in self.by_partition.iter_mut().filter(|(p, t)| selected(p) && t.is_dirty()) {
-            let report = task.checkpoint(&self.env.module.digest)?;
+        for p in dirty {
+            let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
+            for (topic, offset) in task.positions() {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*offset));
+            }
+            pending.push((*p, task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink)?));
+        }
+        let group = consumer.group_metadata().ok_or(PipelineError::NoGroupMetadata)?;
+        match self.sink.commit_transaction(&tpl, &group) {
+            Ok(()) => Ok(Some(self.commit_local(pending)?)),
+            Err(e) if !e.is_fatal() => {
+                self.rollback(consumer, &e)?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The second half of every dirty task's checkpoint: RocksDB.
+    fn commit_local(&mut self, pending: Vec<(i32, PendingCheckpoint)>) -> Result<Vec<CheckpointReport>, PipelineError> {
+        let mut reports = Vec::with_capacity(pending.len());
+        for (p, pc) in pending {
+            let marker = self.sink.marker_offset(p);
+            let task = self.by_partition.get_mut(&p).expect("dirty tasks exist");
+            let report = task.commit_checkpoint(pc, marker)?;
             tracing::debug!(
-                "task {p}: checkpoint {} at {}: {} keys written, {} deleted, snapshot {} B",
+                "task {p}: checkpoint {} at {}: {} keys written, {} deleted, snapshot {} B, changelog offset {marker:?}",
                 report.number,
                 show_offsets(&report.offsets),
                 report.stats.keys_written,
                 report.stats.keys_deleted,
                 report.snapshot_bytes
             );
-            for (topic, offset) in &report.offsets {
-                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*offset));
-            }
             reports.push(report);
         }
-        self.checkpoints += 1;
-        // Advisory copy of the checkpointed offsets; the final one is waited for.
-        let mode = if reason == Reason::Shutdown { CommitMode::Sync } else { CommitMode::Async };
-        if let Err(e) = consumer.commit(&tpl, mode) {
-            tracing::warn!("committing checkpointed offsets to the group failed (they are safe locally): {e}");
+        Ok(reports)
+    }
+
+    /// Exactly-once: aborts the open transaction and puts every task back at
+    /// its last checkpoint (fresh instance, restored snapshot, inputs seeked).
+    fn rollback(&mut self, consumer: &BaseConsumer<SourceContext>, cause: &SinkError) -> Result<(), PipelineError> {
+        tracing::warn!("transaction failed ({cause}); aborting it and rolling every task back to its last checkpoint");
+        self.sink.abort_transaction()?;
+        for (p, task) in std::mem::take(&mut self.by_partition) {
+            let task = task.reopen(&self.env)?;
+            for (topic, offset) in task.positions() {
+                consumer
+                    .seek(topic, p, Offset::Offset(*offset), Duration::from_secs(10))
+                    .map_err(|source| PipelineError::Kafka { what: "seeking back to the checkpoint", source })?;
+            }
+            self.by_partition.insert(p, task);
         }
-        self.summary.add(&reports, self.records, started.elapsed(), reason);
         Ok(())
     }
 
@@ -227,6 +307,17 @@ impl Tasks {
     fn abandon(&mut self) {
         self.by_partition.clear();
     }
+}
+
+/// The checkpointed offsets of these reports, for the group.
+fn offsets(reports: &[CheckpointReport]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for r in reports {
+        for (topic, offset) in &r.offsets {
+            let _ = tpl.add_partition_offset(topic, r.partition, Offset::Offset(*offset));
+        }
+    }
+    tpl
 }
 
 /// Aggregates checkpoints into info-level lines: one per checkpoint when the
@@ -300,12 +391,25 @@ pub fn run(config: &Config, shutdown: &Shutdown) -> Result<RunSummary, PipelineE
     run_with_progress(config, shutdown, &Progress::default())
 }
 
-/// Refuses what this version cannot run (also used by `wasmstream check`).
-pub fn supported(config: &Config) -> Result<(), PipelineError> {
-    match config.processing_guarantee {
-        ProcessingGuarantee::ExactlyOnce => Err(PipelineError::Unsupported(config.processing_guarantee)),
-        _ => Ok(()),
+/// The file under the application's state directory holding this host's
+/// instance id (part of its `transactional.id`).
+const INSTANCE_ID_FILE: &str = "instance.id";
+
+/// This state directory's instance id, created on first use.
+fn instance_id(dir: &std::path::Path) -> Result<String, PipelineError> {
+    let path = dir.join(INSTANCE_ID_FILE);
+    let io = |source| PipelineError::StateDir { path: path.clone(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
     }
+    use sha2::Digest as _;
+    let seed = format!("{:?}{}{:?}", std::time::SystemTime::now(), std::process::id(), dir);
+    let id: String = sha2::Sha256::digest(seed.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, &id).map_err(io)?;
+    Ok(id)
 }
 
 /// [`run`], publishing live figures to `progress`.
@@ -314,7 +418,6 @@ pub fn run_with_progress(
     shutdown: &Shutdown,
     progress: &Progress,
 ) -> Result<RunSummary, PipelineError> {
-    supported(config)?;
     // Everything that can be wrong with the module is found before anything
     // is written or joined.
     let engine = guest::engine()?;
@@ -326,22 +429,37 @@ pub fn run_with_progress(
         short(&module.digest),
         compile_started.elapsed().as_millis()
     );
-    let sink = Sink::new(config)?;
+    let topics = source::check_topics(config)?;
+    let checkpointed = config.processing_guarantee != ProcessingGuarantee::None;
+    if checkpointed {
+        changelog::ensure_topic(config, topics.partitions, topics.changelog)?;
+    }
+    let dir = config.app_state_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| PipelineError::StateDir { path: dir.clone(), source })?;
+    // One transactional producer per host, its id stable across restarts of
+    // this state directory, so that a restart fences what a crash left open.
+    let transactional_id = match config.processing_guarantee {
+        ProcessingGuarantee::ExactlyOnce => Some(format!("{}-{}", config.application_id, instance_id(&dir)?)),
+        _ => None,
+    };
+    let sink = Sink::new(config, transactional_id.as_deref())?;
     let env = TaskEnv {
         module,
-        app_state_dir: config.app_state_dir(),
+        app_state_dir: dir.clone(),
         guest_config: config.processor.config.clone(),
         guarantee: config.processing_guarantee,
         application_id: config.application_id.clone(),
+        changelog: checkpointed.then(|| ChangelogEnv {
+            topic: changelog::topic_name(&config.application_id),
+            reader: changelog::reader_config(config),
+        }),
     };
     let consumer = source::consumer(config, Tasks::new(env, sink, config))?;
-    let partitions = source::check_topics(&consumer, config)?;
-    let dir = config.app_state_dir();
-    std::fs::create_dir_all(&dir).map_err(|source| PipelineError::StateDir { path: dir.clone(), source })?;
     let inputs: Vec<&str> = config.processor.inputs.iter().map(String::as_str).collect();
     consumer
         .subscribe(&inputs)
         .map_err(|source| PipelineError::Kafka { what: "subscribing to the input topics", source })?;
+    let partitions = topics.partitions;
     tracing::info!(
         "{} running: {} ({partitions} partitions) -> {}, processing.guarantee = {}, commit.interval.ms = {}, state in {}",
         config.application_id,

@@ -1,18 +1,24 @@
-//! Kafka out: the producer every task of a host shares.
+//! Kafka out: the producer every task of a host shares, for outputs and for
+//! the changelog.
 //!
-//! Owns the producer, routing an output to its topic, and delivery tracking:
-//! [`Sink::flush`] returns only when every record sent so far is acknowledged,
-//! or says which failed. That is what lets a checkpoint promise at-least-once.
-//! It does not know about tasks or offsets.
+//! Owns the producer, routing an output to its topic, delivery tracking and,
+//! under exactly-once, the transaction. [`Sink::flush`] returns only when every
+//! record sent so far is acknowledged, or says which failed: that is what lets
+//! a checkpoint promise at-least-once. The offset of each task's last
+//! changelog marker is remembered from its delivery report. It does not know
+//! about tasks or checkpoints.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::TopicPartitionList;
 
 use crate::config::Config;
 use crate::guest::OutputRecord;
@@ -24,18 +30,45 @@ pub enum SinkError {
     Create(KafkaError),
     #[error("producing to `{topic}` failed: {source}")]
     Send { topic: String, source: KafkaError },
-    #[error("{failed} output record(s) were not acknowledged by Kafka; first: {first}")]
+    #[error("{failed} record(s) were not acknowledged by Kafka; first: {first}")]
     Delivery { failed: u64, first: String },
-    #[error("outputs were not acknowledged within {0:?} ({1} still in flight)")]
+    #[error("records were not acknowledged within {0:?} ({1} still in flight)")]
     Flush(Duration, i32),
+    #[error("{what} failed: {source}")]
+    Transaction { what: &'static str, source: KafkaError },
 }
 
-/// Counts failed deliveries; the first failure is kept for the message.
+impl SinkError {
+    /// Whether the producer can go on after this error (after an abort, under
+    /// exactly-once). Fatal: fenced by a newer instance, or unusable.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            SinkError::Create(_) | SinkError::Flush(..) => true,
+            SinkError::Transaction { source: KafkaError::Transaction(e), .. } => e.is_fatal(),
+            SinkError::Send { source, .. } | SinkError::Transaction { source, .. } => {
+                source.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)
+            }
+            SinkError::Delivery { .. } => false,
+        }
+    }
+}
+
+/// What a delivery report is about: an output, or the changelog marker of a task.
+const OPAQUE_OUTPUT: usize = 0;
+const OPAQUE_CHANGELOG: usize = 1;
+
+fn marker_opaque(partition: i32) -> usize {
+    2 + partition as usize
+}
+
+/// Counts failed deliveries (the first failure is kept for the message) and
+/// remembers where each task's last changelog marker landed.
 #[derive(Default)]
 pub struct DeliveryTracker {
     log: ClientLog,
     failed: AtomicU64,
     first: Mutex<Option<String>>,
+    markers: Mutex<HashMap<i32, i64>>,
 }
 
 impl rdkafka::ClientContext for DeliveryTracker {
@@ -48,42 +81,72 @@ impl rdkafka::ClientContext for DeliveryTracker {
 }
 
 impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, msg)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
-            first.get_or_insert_with(|| format!("to {} partition {}: {e}", msg.topic(), msg.partition()));
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        match result {
+            Err((e, msg)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| format!("to {} partition {}: {e}", msg.topic(), msg.partition()));
+            }
+            Ok(msg) if opaque >= marker_opaque(0) => {
+                let mut markers = self.markers.lock().unwrap_or_else(|p| p.into_inner());
+                markers.insert(msg.partition(), msg.offset());
+            }
+            Ok(_) => {}
         }
     }
 }
 
-/// How long a checkpoint waits for acknowledgements before giving up.
+/// How long a checkpoint waits for acknowledgements, and for each
+/// transaction call, before giving up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Sink {
     producer: BaseProducer<DeliveryTracker>,
     /// Configured output topics; the first is the default.
     outputs: Vec<String>,
+    transactional: bool,
+    in_transaction: bool,
 }
 
 impl Sink {
-    pub fn new(config: &Config) -> Result<Sink, SinkError> {
+    /// A producer; with `transactional_id`, a transactional one, initialised
+    /// (which fences and aborts what an earlier instance with that id left open).
+    pub fn new(config: &Config, transactional_id: Option<&str>) -> Result<Sink, SinkError> {
         let mut cc: ClientConfig = client_config(config, &config.kafka.producer);
         // Retries must neither reorder nor duplicate: every guarantee above `none`
         // relies on the producer's idempotence.
         cc.set_if_absent("enable.idempotence", "true");
         cc.set_if_absent("linger.ms", "5");
-        let producer = cc.create_with_context(DeliveryTracker::default()).map_err(SinkError::Create)?;
-        Ok(Sink { producer, outputs: config.processor.outputs.clone() })
+        if let Some(id) = transactional_id {
+            cc.set("transactional.id", id);
+            // Kafka Streams' value under exactly-once: a crashed host's open
+            // transaction stops blocking read_committed readers after 10 s.
+            cc.set_if_absent("transaction.timeout.ms", "10000");
+        }
+        let producer: BaseProducer<DeliveryTracker> =
+            cc.create_with_context(DeliveryTracker::default()).map_err(SinkError::Create)?;
+        if transactional_id.is_some() {
+            producer
+                .init_transactions(FLUSH_TIMEOUT)
+                .map_err(|source| SinkError::Transaction { what: "initialising transactions", source })?;
+        }
+        Ok(Sink {
+            producer,
+            outputs: config.processor.outputs.clone(),
+            transactional: transactional_id.is_some(),
+            in_transaction: false,
+        })
     }
 
-    /// The configured topic an output goes to, or `None` if it names another.
-    pub fn route<'a>(&'a self, out: &OutputRecord) -> Option<&'a str> {
+    /// The index among the configured outputs of the topic an output goes
+    /// to, or `None` if it names another.
+    pub fn route(&self, out: &OutputRecord) -> Option<usize> {
         match &out.topic {
-            None => self.outputs.first().map(String::as_str),
-            Some(t) => self.outputs.iter().find(|o| *o == t).map(String::as_str),
+            None => (!self.outputs.is_empty()).then_some(0),
+            Some(t) => self.outputs.iter().position(|o| o == t),
         }
     }
 
@@ -91,9 +154,22 @@ impl Sink {
         &self.outputs
     }
 
-    /// Queues one record; waits while the local queue is full.
-    pub fn send(&self, topic: &str, out: &OutputRecord, input_timestamp: Option<i64>) -> Result<(), SinkError> {
-        let mut record = BaseRecord::to(topic);
+    fn begin_if_needed(&mut self) -> Result<(), SinkError> {
+        if self.transactional && !self.in_transaction {
+            self.producer
+                .begin_transaction()
+                .map_err(|source| SinkError::Transaction { what: "beginning a transaction", source })?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Queues one output record for output topic `output` (see [`Sink::route`]);
+    /// waits while the local queue is full.
+    pub fn send(&mut self, output: usize, out: &OutputRecord, input_timestamp: Option<i64>) -> Result<(), SinkError> {
+        self.begin_if_needed()?;
+        let topic = self.outputs[output].as_str();
+        let mut record = BaseRecord::with_opaque_to(topic, OPAQUE_OUTPUT);
         if let Some(k) = &out.key {
             record = record.key(k.as_slice());
         }
@@ -110,6 +186,29 @@ impl Sink {
             }
             record = record.headers(h);
         }
+        self.enqueue(record)
+    }
+
+    /// Queues one changelog record for a task's partition; `marker` records
+    /// have their offset remembered (see [`Sink::marker_offset`]).
+    pub fn send_changelog(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        marker: bool,
+    ) -> Result<(), SinkError> {
+        self.begin_if_needed()?;
+        let opaque = if marker { marker_opaque(partition) } else { OPAQUE_CHANGELOG };
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).partition(partition).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        self.enqueue(record)
+    }
+
+    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8], usize>) -> Result<(), SinkError> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -117,9 +216,15 @@ impl Sink {
                     record = r;
                     self.producer.poll(Duration::from_millis(5));
                 }
-                Err((source, _)) => return Err(SinkError::Send { topic: topic.to_string(), source }),
+                Err((source, r)) => return Err(SinkError::Send { topic: r.topic.to_string(), source }),
             }
         }
+    }
+
+    /// Where the last acknowledged changelog marker of `partition` landed.
+    pub fn marker_offset(&self, partition: i32) -> Option<i64> {
+        let markers = self.producer.context().markers.lock().unwrap_or_else(|p| p.into_inner());
+        markers.get(&partition).copied()
     }
 
     /// Serves delivery reports without blocking.
@@ -146,5 +251,47 @@ impl Sink {
                 Err(SinkError::Delivery { failed, first })
             }
         }
+    }
+
+    /// Whether a transaction is open (exactly-once, with records sent since
+    /// the last commit or abort).
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Commits the open transaction with the consumer's `offsets`: the
+    /// outputs, the changelog records and the input offsets become visible
+    /// together. Flushes first, so every delivery report (marker offsets,
+    /// failures) has been seen.
+    pub fn commit_transaction(
+        &mut self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), SinkError> {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        self.flush()?;
+        let tx = |what| move |source| SinkError::Transaction { what, source };
+        self.producer
+            .send_offsets_to_transaction(offsets, group, FLUSH_TIMEOUT)
+            .map_err(tx("adding the input offsets to the transaction"))?;
+        self.producer.commit_transaction(FLUSH_TIMEOUT).map_err(tx("committing the transaction"))?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    /// Aborts the open transaction (if any) and forgets its delivery failures.
+    pub fn abort_transaction(&mut self) -> Result<(), SinkError> {
+        if self.in_transaction {
+            self.producer
+                .abort_transaction(FLUSH_TIMEOUT)
+                .map_err(|source| SinkError::Transaction { what: "aborting the transaction", source })?;
+            self.in_transaction = false;
+        }
+        let ctx = self.producer.context();
+        ctx.failed.store(0, Ordering::Relaxed);
+        *ctx.first.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
     }
 }

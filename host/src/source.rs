@@ -8,7 +8,7 @@
 //! behind a mutex that only this thread ever takes: librdkafka calls the
 //! rebalance callback from inside `poll`, on the processing thread.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -116,10 +116,22 @@ pub fn consumer(config: &Config, tasks: Tasks) -> Result<BaseConsumer<SourceCont
         .map_err(|source| PipelineError::Kafka { what: "creating the consumer", source })
 }
 
+/// What the broker says about the application's topics.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicInfo {
+    /// Partitions of every input topic (they are checked to be equal).
+    pub partitions: usize,
+    /// Partitions of the changelog topic, if it exists.
+    pub changelog: Option<usize>,
+}
+
 /// Checks that every input and output topic exists and that the inputs are
-/// co-partitioned; returns the number of input partitions.
-pub fn check_topics(consumer: &BaseConsumer<SourceContext>, config: &Config) -> Result<usize, PipelineError> {
-    let metadata = consumer
+/// co-partitioned, with a client of its own (before anything else is set up).
+pub fn check_topics(config: &Config) -> Result<TopicInfo, PipelineError> {
+    let client: BaseConsumer = client_config(config, &BTreeMap::new())
+        .create()
+        .map_err(|source| PipelineError::Kafka { what: "creating a Kafka client", source })?;
+    let metadata = client
         .fetch_metadata(None, Duration::from_secs(30))
         .map_err(|source| PipelineError::Kafka { what: "reading topic metadata", source })?;
     let partitions = |topic: &str| {
@@ -145,5 +157,8 @@ pub fn check_topics(consumer: &BaseConsumer<SourceContext>, config: &Config) -> 
     if counts.windows(2).any(|w| w[0].1 != w[1].1) {
         return Err(PipelineError::NotCoPartitioned(counts));
     }
-    Ok(counts.first().map_or(0, |c| c.1))
+    Ok(TopicInfo {
+        partitions: counts.first().map_or(0, |c| c.1),
+        changelog: partitions(&crate::changelog::topic_name(&config.application_id)),
+    })
 }

@@ -26,10 +26,24 @@ const ENTRY_OVERHEAD: usize = 48;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    #[error("cannot remove corrupt state store {path}: {source}")]
+    Remove { path: PathBuf, source: std::io::Error },
     #[error("state store {path}: {source}")]
     Rocks { path: PathBuf, source: rocksdb::Error },
     #[error("state store {path}: checkpoint record is unreadable: {message}")]
     CorruptCheckpoint { path: PathBuf, message: String },
+}
+
+impl StateError {
+    /// Whether the store's files are damaged (so rebuilding it is the remedy),
+    /// as opposed to unreachable, locked or full.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            StateError::Rocks { source, .. } => source.kind() == rocksdb::ErrorKind::Corruption,
+            StateError::CorruptCheckpoint { .. } => true,
+            StateError::Remove { .. } => false,
+        }
+    }
 }
 
 /// The directory of task `partition`'s state under an application's state dir.
@@ -115,7 +129,17 @@ impl TaskStore {
         self.db.cf_handle(name).expect("column families are created at open")
     }
 
-    fn read_checkpoint(&self) -> Result<Restored, StateError> {
+    /// Deletes the store at `path` (to rebuild it from the changelog).
+    pub fn destroy(path: &Path) -> Result<(), StateError> {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Remove { path: path.to_path_buf(), source }),
+        }
+    }
+
+    /// The last checkpoint and snapshot RocksDB holds.
+    pub fn read_checkpoint(&self) -> Result<Restored, StateError> {
         let meta = self.cf(CF_META);
         let Some(raw) = self.db.get_cf(meta, META_CHECKPOINT).map_err(|e| self.rocks(e))? else {
             return Ok(Restored::default());
@@ -242,6 +266,38 @@ impl TaskStore {
         self.cache.clear();
         self.cache_bytes = 0;
         Ok(stats)
+    }
+
+    /// The dirty entries since the last checkpoint (`None`: deleted), in no
+    /// particular order: what a checkpoint appends to the changelog.
+    pub fn delta(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.cache.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// Applies a complete checkpoint read back from the changelog: its state
+    /// entries, its snapshot (if the log still has it) and its record, in one
+    /// batch. The cache must be empty (a store being restored).
+    pub fn apply(
+        &mut self,
+        entries: &[(Vec<u8>, Option<Vec<u8>>)],
+        snapshot: Option<&[u8]>,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StateError> {
+        debug_assert!(self.cache.is_empty());
+        let mut batch = WriteBatch::default();
+        let state = self.cf(CF_STATE);
+        for (k, v) in entries {
+            match v {
+                Some(v) => batch.put_cf(state, k, v),
+                None => batch.delete_cf(state, k),
+            }
+        }
+        let meta = self.cf(CF_META);
+        batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
+        if let Some(s) = snapshot {
+            batch.put_cf(meta, META_SNAPSHOT, s);
+        }
+        self.db.write(batch).map_err(|e| self.rocks(e))
     }
 
     /// Forgets the dirty entries (rollback to the last checkpoint).

@@ -2,11 +2,11 @@
 //! position, and the checkpoint that ties them together.
 //!
 //! Owns the per-record path (fill the input record, call the guest, route and
-//! send the outputs, advance the position) and the checkpoint of one task
-//! (snapshot the guest, commit state + snapshot + offsets in one batch). It
-//! does not poll Kafka, decide when the interval is up, or wait for output
-//! acknowledgements: `pipeline` does, and calls [`Task::checkpoint`] only
-//! after the sink is flushed.
+//! send the outputs, advance the position), restoring a task (local store,
+//! then the changelog) and the two halves of its checkpoint: send the delta,
+//! snapshot and marker to the changelog, then commit the same to RocksDB. It
+//! does not poll Kafka, decide when the interval is up, or wait for
+//! acknowledgements and transactions: `pipeline` does, between the halves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,16 +15,21 @@ use std::time::Instant;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 
+use rdkafka::Offset;
+
+use crate::changelog::{self, ChangelogError};
 use crate::checkpoint::Checkpoint;
 use crate::config::ProcessingGuarantee;
 use crate::guest::{GuestError, Header, InputRecord, Instance, Module};
 use crate::sink::{Sink, SinkError};
-use crate::state::{CommitStats, StateError, TaskStore, task_dir};
+use crate::state::{CommitStats, Restored, StateError, TaskStore, task_dir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     #[error("task {partition}: {source}")]
     State { partition: i32, source: StateError },
+    #[error("task {partition}: {source}")]
+    Changelog { partition: i32, source: ChangelogError },
     #[error("task {partition}: restoring the checkpoint failed: {source}")]
     Restore { partition: i32, source: GuestError },
     #[error("task {partition}: {source}")]
@@ -37,6 +42,13 @@ pub enum TaskError {
     Sink(#[from] SinkError),
 }
 
+/// Where a task's changelog is and how to read it back.
+#[derive(Debug, Clone)]
+pub struct ChangelogEnv {
+    pub topic: String,
+    pub reader: rdkafka::ClientConfig,
+}
+
 /// What a task needs from its host, shared by every task.
 #[derive(Debug)]
 pub struct TaskEnv {
@@ -45,6 +57,8 @@ pub struct TaskEnv {
     pub guest_config: Vec<(String, String)>,
     pub guarantee: ProcessingGuarantee,
     pub application_id: String,
+    /// `None` under `processing.guarantee = none`.
+    pub changelog: Option<ChangelogEnv>,
 }
 
 /// One checkpoint of one task, for the log lines.
@@ -57,6 +71,14 @@ pub struct CheckpointReport {
     pub snapshot_bytes: usize,
 }
 
+/// A checkpoint whose changelog records are sent but whose local commit
+/// waits for them (and the outputs) to be acknowledged or committed.
+#[derive(Debug)]
+pub struct PendingCheckpoint {
+    checkpoint: Checkpoint,
+    snapshot: Vec<u8>,
+}
+
 pub struct Task {
     pub partition: i32,
     instance: Instance,
@@ -66,6 +88,9 @@ pub struct Task {
     checkpoint_number: u64,
     /// Records processed since the last checkpoint.
     pending: u64,
+    /// For inputs the last checkpoint has no offset of: the first offset this
+    /// task processed, where a rollback resumes.
+    origins: BTreeMap<String, i64>,
     /// The input record handed to the guest, reused so that its buffers are
     /// allocated once, not per record.
     scratch: InputRecord,
@@ -78,24 +103,51 @@ impl std::fmt::Debug for Task {
 }
 
 impl Task {
-    /// Opens the task's store, instantiates the processor and restores the last
-    /// checkpoint. Returns the task and the offsets to seek the inputs to.
-    pub fn open(env: &TaskEnv, partition: i32) -> Result<Task, TaskError> {
+    /// Opens the task's store, brings it up to date from the changelog,
+    /// instantiates the processor and restores the last checkpoint; the
+    /// task's positions are where its inputs resume.
+    pub fn open(env: &TaskEnv, partition: i32, sink: &mut Sink) -> Result<Task, TaskError> {
         let started = Instant::now();
         let dir = task_dir(&env.app_state_dir, partition);
+        let state = |source| TaskError::State { partition, source };
         // Under `none` there is no checkpoint protocol: state is written through
         // and the group's committed offsets say where to resume.
         let checkpointed = env.guarantee != ProcessingGuarantee::None;
-        let (store, mut restored) =
-            TaskStore::open(&dir, !checkpointed).map_err(|source| TaskError::State { partition, source })?;
+        let (mut store, mut restored) = match TaskStore::open(&dir, !checkpointed) {
+            Err(e) if e.is_corruption() && env.changelog.is_some() => {
+                tracing::warn!("task {partition}: {e}; rebuilding it from the changelog");
+                TaskStore::destroy(&dir).map_err(state)?;
+                TaskStore::open(&dir, !checkpointed).map_err(state)?
+            }
+            other => other.map_err(state)?,
+        };
+        if let (true, Some(changelog)) = (checkpointed, &env.changelog) {
+            restored = catch_up(env, changelog, partition, &mut store, restored, sink)?;
+        }
         if !checkpointed {
             restored = Default::default();
         }
         let label: Arc<str> = format!("{}/task-{partition}", env.application_id).into();
-        let mut instance = env
+        let instance = env
             .module
             .instantiate(store, label, &env.guest_config)
             .map_err(|source| TaskError::Guest { partition, source })?;
+        let task = Task::resume(env, partition, instance, &restored)?;
+        match &restored.checkpoint {
+            Some(c) => tracing::info!(
+                "task {partition}: restored checkpoint {} (offsets {}, snapshot {} B) in {} ms",
+                c.number,
+                show_offsets(&c.offsets),
+                restored.snapshot.len(),
+                started.elapsed().as_millis()
+            ),
+            None => tracing::info!("task {partition}: no checkpoint in {} or the changelog, starting fresh", dir.display()),
+        }
+        Ok(task)
+    }
+
+    /// A task on a fresh `instance` at checkpoint `restored` (its snapshot restored).
+    fn resume(env: &TaskEnv, partition: i32, mut instance: Instance, restored: &Restored) -> Result<Task, TaskError> {
         let (positions, checkpoint_number) = match &restored.checkpoint {
             Some(c) => {
                 instance.restore(&restored.snapshot).map_err(|source| TaskError::Restore { partition, source })?;
@@ -107,19 +159,9 @@ impl Task {
                         short(&env.module.digest)
                     );
                 }
-                tracing::info!(
-                    "task {partition}: restored checkpoint {} (offsets {}, snapshot {} B) in {} ms",
-                    c.number,
-                    show_offsets(&c.offsets),
-                    restored.snapshot.len(),
-                    started.elapsed().as_millis()
-                );
                 (c.offsets.clone(), c.number)
             }
-            None => {
-                tracing::info!("task {partition}: no checkpoint in {}, starting fresh", dir.display());
-                (BTreeMap::new(), 0)
-            }
+            None => (BTreeMap::new(), 0),
         };
         Ok(Task {
             partition,
@@ -127,6 +169,7 @@ impl Task {
             positions,
             checkpoint_number,
             pending: 0,
+            origins: BTreeMap::new(),
             scratch: InputRecord {
                 topic: String::new(),
                 partition,
@@ -137,6 +180,29 @@ impl Task {
                 headers: Vec::new(),
             },
         })
+    }
+
+    /// Rolls the task back to its last checkpoint: dirty state dropped, a
+    /// fresh instance restored from the checkpoint's snapshot. The caller
+    /// seeks the inputs to the returned task's positions.
+    pub fn reopen(self, env: &TaskEnv) -> Result<Task, TaskError> {
+        let partition = self.partition;
+        let mut store = self.instance.into_store();
+        store.discard();
+        let restored = store.read_checkpoint().map_err(|source| TaskError::State { partition, source })?;
+        let label: Arc<str> = format!("{}/task-{partition}", env.application_id).into();
+        let instance = env
+            .module
+            .instantiate(store, label, &env.guest_config)
+            .map_err(|source| TaskError::Guest { partition, source })?;
+        let mut task = Task::resume(env, partition, instance, &restored)?;
+        for (topic, origin) in self.origins {
+            if !task.positions.contains_key(&topic) {
+                task.positions.insert(topic.clone(), origin);
+                task.origins.insert(topic, origin);
+            }
+        }
+        Ok(task)
     }
 
     /// The offsets the task resumes from (input topics it has a checkpoint for).
@@ -156,7 +222,7 @@ impl Task {
 
     /// Runs the processor on one record and sends its outputs. Records before
     /// the task's position (a replay after a seek) are skipped.
-    pub fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &Sink) -> Result<bool, TaskError> {
+    pub fn process(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink) -> Result<bool, TaskError> {
         let topic = msg.topic();
         let offset = msg.offset();
         if self.positions.get(topic).is_some_and(|&next| offset < next) {
@@ -184,28 +250,60 @@ impl Task {
         }
         match self.positions.get_mut(topic) {
             Some(p) => *p = offset + 1,
-            None => drop(self.positions.insert(topic.to_string(), offset + 1)),
+            None => {
+                self.origins.insert(topic.to_string(), offset);
+                self.positions.insert(topic.to_string(), offset + 1);
+            }
         }
         self.pending += 1;
         Ok(true)
     }
 
-    /// Takes a checkpoint: the guest's snapshot, the dirty state and the
-    /// positions, in one atomic write. The caller has made sure every output
-    /// sent so far is acknowledged.
-    pub fn checkpoint(&mut self, module_digest: &str) -> Result<CheckpointReport, TaskError> {
+    /// First half of a checkpoint: the guest's snapshot, and (with a
+    /// changelog) the state delta, the snapshot and the marker sent to it.
+    pub fn prepare_checkpoint(
+        &mut self,
+        module_digest: &str,
+        changelog: Option<&ChangelogEnv>,
+        sink: &mut Sink,
+    ) -> Result<PendingCheckpoint, TaskError> {
         let partition = self.partition;
         let snapshot = self.instance.snapshot().map_err(|source| TaskError::Guest { partition, source })?;
-        let number = self.checkpoint_number + 1;
-        let checkpoint = Checkpoint::new(number, self.positions.clone(), module_digest.to_string());
+        let checkpoint = Checkpoint::new(self.checkpoint_number + 1, self.positions.clone(), module_digest.to_string());
+        if let Some(cl) = changelog {
+            for (k, v) in self.instance.store().delta() {
+                sink.send_changelog(&cl.topic, partition, &changelog::state_key(k), v, false)?;
+            }
+            write_snapshot_and_marker(sink, &cl.topic, partition, &snapshot, &checkpoint)?;
+        }
+        Ok(PendingCheckpoint { checkpoint, snapshot })
+    }
+
+    /// Second half: once the outputs and changelog records are acknowledged
+    /// (or committed), the same delta, snapshot and offsets go to RocksDB in
+    /// one batch, with the changelog offset of the marker.
+    pub fn commit_checkpoint(
+        &mut self,
+        pending: PendingCheckpoint,
+        changelog_offset: Option<i64>,
+    ) -> Result<CheckpointReport, TaskError> {
+        let partition = self.partition;
+        let PendingCheckpoint { mut checkpoint, snapshot } = pending;
+        checkpoint.changelog_offset = changelog_offset;
         let stats = self
             .instance
             .store()
             .commit(&checkpoint, &snapshot)
             .map_err(|source| TaskError::State { partition, source })?;
-        self.checkpoint_number = number;
+        self.checkpoint_number = checkpoint.number;
         self.pending = 0;
-        Ok(CheckpointReport { partition, number, offsets: checkpoint.offsets, stats, snapshot_bytes: snapshot.len() })
+        Ok(CheckpointReport {
+            partition,
+            number: checkpoint.number,
+            offsets: checkpoint.offsets,
+            stats,
+            snapshot_bytes: snapshot.len(),
+        })
     }
 
     /// Under `processing.guarantee = none`: forget the interval's bookkeeping
@@ -213,6 +311,98 @@ impl Task {
     pub fn mark_clean(&mut self) {
         self.pending = 0;
     }
+}
+
+fn write_snapshot_and_marker(
+    sink: &mut Sink,
+    topic: &str,
+    partition: i32,
+    snapshot: &[u8],
+    checkpoint: &Checkpoint,
+) -> Result<(), SinkError> {
+    sink.send_changelog(topic, partition, &changelog::snapshot_key(), Some(snapshot), false)?;
+    let mut marker = checkpoint.clone();
+    marker.changelog_offset = None;
+    sink.send_changelog(topic, partition, &changelog::marker_key(), Some(&marker.encode()), true)
+}
+
+/// Brings a task's store up to the last complete checkpoint in its changelog
+/// partition (all of it when the store is new), then makes sure the log's
+/// latest values are that checkpoint's: under at-least-once a crash can leave
+/// a torn checkpoint at the end of the log, whose records would otherwise
+/// survive compaction in place of the checkpointed ones.
+fn catch_up(
+    env: &TaskEnv,
+    changelog: &ChangelogEnv,
+    partition: i32,
+    store: &mut TaskStore,
+    local: Restored,
+    sink: &mut Sink,
+) -> Result<Restored, TaskError> {
+    let state = |source| TaskError::State { partition, source };
+    let from = match local.checkpoint.as_ref().and_then(|c| c.changelog_offset) {
+        Some(o) => Offset::Offset(o + 1),
+        None if local.checkpoint.is_some() => return Ok(local), // written before a changelog existed
+        None => Offset::Beginning,
+    };
+    let label = format!("task {partition}");
+    let mut applied = 0u64;
+    let outcome = changelog::replay(&changelog.reader, &changelog.topic, partition, from, &label, |batch, checkpoint| {
+        applied += 1;
+        store.apply(&batch.entries, batch.snapshot.as_deref(), &checkpoint).map_err(|e| ChangelogError::Corrupt {
+            topic: changelog.topic.clone(),
+            partition,
+            offset: checkpoint.changelog_offset.unwrap_or(-1),
+            message: e.to_string(),
+        })
+    })
+    .map_err(|source| TaskError::Changelog { partition, source })?;
+    let restored = if applied > 0 { store.read_checkpoint().map_err(state)? } else { local };
+    if applied > 0 {
+        tracing::info!(
+            "task {partition}: applied {applied} checkpoint(s) from {} (up to checkpoint {})",
+            changelog.topic,
+            restored.checkpoint.as_ref().map_or(0, |c| c.number)
+        );
+    }
+    let torn = !outcome.torn_keys.is_empty() || outcome.torn_snapshot;
+    if torn && env.guarantee == ProcessingGuarantee::AtLeastOnce {
+        repair(changelog, partition, store, &restored, &outcome.torn_keys, sink)?;
+        return store.read_checkpoint().map_err(state);
+    }
+    Ok(restored)
+}
+
+/// Restates checkpoint `restored` after a torn tail: every torn key's
+/// checkpointed value (or a tombstone), the snapshot and the marker again.
+fn repair(
+    changelog: &ChangelogEnv,
+    partition: i32,
+    store: &mut TaskStore,
+    restored: &Restored,
+    torn_keys: &[Vec<u8>],
+    sink: &mut Sink,
+) -> Result<(), TaskError> {
+    let state = |source| TaskError::State { partition, source };
+    tracing::warn!(
+        "task {partition}: the changelog ends in an incomplete checkpoint ({} state records); restating checkpoint {} over it",
+        torn_keys.len(),
+        restored.checkpoint.as_ref().map_or(0, |c| c.number)
+    );
+    for key in torn_keys {
+        let value = store.get(key).map_err(state)?;
+        sink.send_changelog(&changelog.topic, partition, &changelog::state_key(key), value.as_deref(), false)?;
+    }
+    if let Some(checkpoint) = &restored.checkpoint {
+        write_snapshot_and_marker(sink, &changelog.topic, partition, &restored.snapshot, checkpoint)?;
+    }
+    sink.flush()?;
+    if let Some(checkpoint) = &restored.checkpoint {
+        let mut c = checkpoint.clone();
+        c.changelog_offset = sink.marker_offset(partition).or(c.changelog_offset);
+        store.apply(&[], None, &c).map_err(state)?;
+    }
+    Ok(())
 }
 
 /// Copies a Kafka message into the reused input record, reusing its buffers.
