@@ -202,5 +202,7 @@ pub fn reader_config(config: &Config) -> ClientConfig {
     cc.set("isolation.level", "read_committed");
     cc.set("enable.partition.eof", "true");
     cc.set("enable.auto.commit", "false");
+    // librdkafka wants a group even for `assign`; this one never joins or commits.
+    cc.set("group.id", format!("{}-restore", config.application_id));
     cc
 }

@@ -48,9 +48,15 @@ pub enum DemoError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Pipeline(Box<PipelineError>),
     #[error("the pipeline thread panicked")]
     Panicked,
+}
+
+impl From<PipelineError> for DemoError {
+    fn from(e: PipelineError) -> Self {
+        DemoError::Pipeline(Box::new(e))
+    }
 }
 
 pub fn run(module: &Path) -> Result<(), DemoError> {

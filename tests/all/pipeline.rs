@@ -2,45 +2,9 @@
 //! graceful stop and restart that repeats nothing (I4), and `none`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use crate::support::*;
 
-const LONG: Duration = Duration::from_secs(120);
-const SETTLE: Duration = Duration::from_millis(1500);
-
-/// The outputs grouped as (input partition, word) → counts in arrival order.
-fn sequences(outputs: &[Rec]) -> BTreeMap<(i32, String), Vec<u64>> {
-    let mut seqs: BTreeMap<(i32, String), Vec<u64>> = BTreeMap::new();
-    for r in outputs {
-        let count = r.value.parse().unwrap_or_else(|_| panic!("count is not a number: {r:?}"));
-        seqs.entry((source_partition(r), r.key.clone())).or_default().push(count);
-    }
-    seqs
-}
-
-/// Every (partition, word) was counted exactly 1, 2, ..., n, once each, in order.
-fn assert_each_count_exactly_once(outputs: &[Rec], expected: &BTreeMap<(i32, String), u64>) {
-    let seqs = sequences(outputs);
-    assert_eq!(seqs.keys().collect::<BTreeSet<_>>(), expected.keys().collect::<BTreeSet<_>>());
-    for (k, n) in expected {
-        let want: Vec<u64> = (1..=*n).collect();
-        assert_eq!(seqs[k], want, "counts of {k:?}");
-    }
-}
-
-/// Produces `batch`, runs the host until the output holds one record per word
-/// of everything produced so far (`all`), stops it with SIGTERM and checks it
-/// exited 0. Returns the whole output topic and the host's log.
-fn run_batch(app: &App, batch: &[(String, String)], all: &[(String, String)]) -> (Vec<Rec>, String) {
-    produce(&app.input, batch);
-    let host = app.start();
-    let outputs = read_topic(&app.output, word_total(all), SETTLE, LONG);
-    let (status, log) = host.stop();
-    assert!(status.success(), "graceful stop must exit 0: {status}\n{log}");
-    assert_eq!(outputs.len(), word_total(all), "one output per word occurrence, none twice\n{log}");
-    (outputs, log)
-}
 
 #[test]
 fn wordcount_end_to_end_counts_are_exact() {

@@ -7,7 +7,7 @@
 //! one with `tests/kafka/kafka.sh` and a watchdog stops it when this process
 //! exits. Nothing is skipped: if no broker can be had, the tests fail and say why.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,7 +141,7 @@ pub struct Rec {
 /// `timeout` passes.
 pub fn read_topic(topic: &str, at_least: usize, settle: Duration, timeout: Duration) -> Vec<Rec> {
     let mut out = Vec::new();
-    let reader = Reader::new(topic);
+    let reader = Reader::new(topic, "read_committed");
     let deadline = Instant::now() + timeout;
     let mut last = Instant::now();
     while Instant::now() < deadline {
@@ -156,10 +156,16 @@ pub fn read_topic(topic: &str, at_least: usize, settle: Duration, timeout: Durat
     out
 }
 
-/// Reads everything a topic holds now: up to each partition's high watermark
-/// (or until nothing arrives for a second, for transaction markers at the end).
+/// Reads everything a topic holds now, read_committed: up to each
+/// partition's high watermark (or until nothing arrives for a second, for
+/// transaction markers and aborted records at the end).
 pub fn read_all(topic: &str) -> Vec<Rec> {
-    let reader = Reader::new(topic);
+    read_all_with(topic, "read_committed")
+}
+
+/// [`read_all`] with this `isolation.level`.
+pub fn read_all_with(topic: &str, isolation: &str) -> Vec<Rec> {
+    let reader = Reader::new(topic, isolation);
     let mut ends: BTreeMap<i32, i64> = reader.partitions.iter().map(|p| (*p, reader.high(*p))).collect();
     ends.retain(|_, h| *h > 0);
     let mut out = Vec::new();
@@ -176,7 +182,7 @@ pub fn read_all(topic: &str) -> Vec<Rec> {
     out
 }
 
-/// A read_committed reader of every partition of a topic, from the beginning.
+/// A reader of every partition of a topic, from the beginning.
 struct Reader {
     consumer: BaseConsumer,
     topic: String,
@@ -184,12 +190,12 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(topic: &str) -> Reader {
+    fn new(topic: &str, isolation: &str) -> Reader {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap())
             .set("group.id", unique("reader"))
             .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", isolation)
             .create()
             .expect("consumer");
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
@@ -410,3 +416,37 @@ pub fn wordcount_state(t: &wasmstream::checkpoint::TaskCheckpoint) -> BTreeMap<S
 pub fn wordcount_snapshot(t: &wasmstream::checkpoint::TaskCheckpoint) -> u64 {
     u64::from_be_bytes(t.snapshot.as_slice().try_into().expect("8-byte snapshot"))
 }
+
+/// The outputs grouped as (input partition, word) → counts in arrival order.
+pub fn sequences(outputs: &[Rec]) -> BTreeMap<(i32, String), Vec<u64>> {
+    let mut seqs: BTreeMap<(i32, String), Vec<u64>> = BTreeMap::new();
+    for r in outputs {
+        let count = r.value.parse().unwrap_or_else(|_| panic!("count is not a number: {r:?}"));
+        seqs.entry((source_partition(r), r.key.clone())).or_default().push(count);
+    }
+    seqs
+}
+
+/// Every (partition, word) was counted exactly 1, 2, ..., n, once each, in order.
+pub fn assert_each_count_exactly_once(outputs: &[Rec], expected: &BTreeMap<(i32, String), u64>) {
+    let seqs = sequences(outputs);
+    assert_eq!(seqs.keys().collect::<BTreeSet<_>>(), expected.keys().collect::<BTreeSet<_>>());
+    for (k, n) in expected {
+        let want: Vec<u64> = (1..=*n).collect();
+        assert_eq!(seqs[k], want, "counts of {k:?}");
+    }
+}
+
+/// Produces `batch`, runs the host until the output holds one record per word
+/// of everything produced so far (`all`), stops it with SIGTERM and checks it
+/// exited 0. Returns the whole output topic and the host's log.
+pub fn run_batch(app: &App, batch: &[(String, String)], all: &[(String, String)]) -> (Vec<Rec>, String) {
+    produce(&app.input, batch);
+    let host = app.start();
+    let outputs = read_topic(&app.output, word_total(all), Duration::from_millis(1500), Duration::from_secs(120));
+    let (status, log) = host.stop();
+    assert!(status.success(), "graceful stop must exit 0: {status}\n{log}");
+    assert_eq!(outputs.len(), word_total(all), "one output per word occurrence, none twice\n{log}");
+    (outputs, log)
+}
+
