@@ -38,13 +38,19 @@ pub enum PipelineError {
     #[error("cannot create the state directory {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Task(#[from] TaskError),
+    Task(Box<TaskError>),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
     Changelog(#[from] changelog::ChangelogError),
     #[error("the consumer has no group metadata to commit a transaction with")]
     NoGroupMetadata,
+}
+
+impl From<TaskError> for PipelineError {
+    fn from(e: TaskError) -> Self {
+        PipelineError::Task(Box::new(e))
+    }
 }
 
 /// How a run ended.
