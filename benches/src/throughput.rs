@@ -20,22 +20,20 @@ pub struct Args {
     /// Input records per row.
     #[arg(long, default_value_t = 300_000)]
     records: usize,
-    /// processing.guarantee of the pipeline rows.
-    #[arg(long, default_value = "at_least_once")]
-    guarantee: String,
-    /// commit.interval.ms of the pipeline rows.
-    #[arg(long, default_value_t = 1000)]
-    commit_interval_ms: u64,
     /// Directory of the built guest components.
     #[arg(long, default_value = "target/guests/wasm32-wasip2/guest")]
     guests: std::path::PathBuf,
     /// Runs per row; the table shows the median (and the range).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
-    /// Only these rows (plain, map, wordcount); ratios need `plain`.
-    #[arg(long, value_delimiter = ',', default_value = "plain,map,wordcount")]
+    /// Only these rows: plain, and `<map|wordcount>-<alos|eos>-<commit.interval.ms>`
+    /// from the default list; ratios need their reference row.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ROWS)]
     rows: Vec<String>,
 }
+
+const DEFAULT_ROWS: &str =
+    "plain,map-alos-1000,wordcount-alos-1000,map-alos-100,map-eos-100,map-eos-1000,wordcount-alos-100,wordcount-eos-100,wordcount-eos-1000";
 
 /// Median and range of a row's runs, in records/s.
 struct Row {
@@ -169,14 +167,22 @@ fn plain_loop(bootstrap: &str, input: &str, output: &str, n: usize, shutdown: &S
     Ok(())
 }
 
-fn pipeline_config(args: &Args, module: &str, input: &str, output: &str, state: &std::path::Path) -> anyhow::Result<config::Config> {
+fn pipeline_config(
+    args: &Args,
+    module: &str,
+    guarantee: &str,
+    commit_interval_ms: u64,
+    input: &str,
+    output: &str,
+    state: &std::path::Path,
+) -> anyhow::Result<config::Config> {
     let text = format!(
         "application.id = {:?}\nbootstrap.servers = {:?}\nprocessing.guarantee = {:?}\ncommit.interval.ms = {}\nstate.dir = {:?}\n\
          [processor]\nmodule = {:?}\ninputs = [{input:?}]\noutputs = [{output:?}]\n",
         unique(module),
         args.bootstrap,
-        args.guarantee,
-        args.commit_interval_ms,
+        guarantee,
+        commit_interval_ms,
         state.display().to_string(),
         args.guests.join(format!("{module}.wasm")).display().to_string(),
     );
@@ -212,34 +218,44 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!("bench: warm-up (a plain loop, not counted)");
     plain_once()?;
     let plain = row(args, "plain", plain_once)?;
-    let map = row(args, "map", || {
-        let out = fresh_out("map-out")?;
-        let cfg = pipeline_config(args, "uppercase", &kv_in, &out, state.path())?;
-        let progress = Progress::default();
-        measure(b, &out, n as i64, n, || progress.records() > 0, |s| {
-            pipeline::run_with_progress(&cfg, &s, &progress).map(drop).map_err(Into::into)
-        })
-    })?;
-    let wc = row(args, "wordcount", || {
-        let out = fresh_out("wc-out")?;
-        let cfg = pipeline_config(args, "wordcount", &text_in, &out, state.path())?;
-        let progress = Progress::default();
-        measure(b, &out, words, n, || progress.records() > 0, |s| {
-            pipeline::run_with_progress(&cfg, &s, &progress).map(drop).map_err(Into::into)
-        })
-    })?;
+    // Pipeline rows: (workload, guarantee, commit.interval.ms).
+    let mut results: Vec<(String, Row)> = Vec::new();
+    for name in DEFAULT_ROWS.split(',').skip(1) {
+        let mut parts = name.split('-');
+        let (Some(workload), Some(g), Some(ms)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let guarantee = if g == "eos" { "exactly_once" } else { "at_least_once" };
+        let interval: u64 = ms.parse()?;
+        let (module, input, outputs) = match workload {
+            "map" => ("uppercase", &kv_in, n as i64),
+            _ => ("wordcount", &text_in, words),
+        };
+        let r = row(args, name, || {
+            let out = fresh_out(&format!("{name}-out"))?;
+            let cfg = pipeline_config(args, module, guarantee, interval, input, &out, state.path())?;
+            let progress = Progress::default();
+            measure(b, &out, outputs, n, || progress.records() > 0, |s| {
+                pipeline::run_with_progress(&cfg, &s, &progress).map(drop).map_err(Into::into)
+            })
+        })?;
+        results.push((name.to_string(), r));
+    }
 
-    println!(
-        "\n{n} input records per row, 1 partition, processing.guarantee = {}, commit.interval.ms = {}, median of {} runs",
-        args.guarantee, args.commit_interval_ms, args.repeat
-    );
-    println!("{:<46} {:>10} {:>21} {:>9}", "row", "records/s", "range", "vs plain");
-    let line = |name: &str, r: &Row| {
+    println!("\n{n} input records per row, 1 partition, median of {} runs", args.repeat);
+    println!("{:<50} {:>10} {:>21} {:>9} {:>10}", "row", "records/s", "range", "vs plain", "eos/alos");
+    let median = |name: &str| results.iter().find(|(n, _)| n == name).map_or(f64::NAN, |(_, r)| r.median);
+    let line = |label: &str, r: &Row, eos_vs: f64| {
         let range = format!("{:.0}–{:.0}", r.min, r.max);
-        println!("{name:<46} {:>10.0} {range:>21} {:>9.2}", r.median, r.median / plain.median);
+        let eos = if eos_vs.is_nan() { String::new() } else { format!("{eos_vs:.2}") };
+        println!("{label:<50} {:>10.0} {range:>21} {:>9.2} {eos:>10}", r.median, r.median / plain.median);
     };
-    line("plain rdkafka consume→produce loop (no WASM)", &plain);
-    line("stateless WASM map (uppercase)", &map);
-    line("word count (RocksDB state, ~16 words/record)", &wc);
+    line("plain rdkafka consume→produce loop (no WASM)", &plain, f64::NAN);
+    for (name, r) in results.iter().filter(|(_, r)| !r.median.is_nan()) {
+        let mut parts = name.split('-');
+        let (workload, g, ms) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let what = if workload == "map" { "stateless WASM map" } else { "word count (~16 words/record)" };
+        let label = format!("{what}, {}, {ms} ms", if g == "eos" { "exactly_once" } else { "at_least_once" });
+        let eos_vs = if g == "eos" { r.median / median(&format!("{workload}-alos-{ms}")) } else { f64::NAN };
+        line(&label, r, eos_vs);
+    }
     Ok(())
 }
