@@ -45,6 +45,8 @@ pub enum PipelineError {
     Changelog(#[from] changelog::ChangelogError),
     #[error("the consumer has no group metadata to commit a transaction with")]
     NoGroupMetadata,
+    #[error("this host was fenced: another instance of application `{application_id}` took over its partitions or its transactional id; stopping without a checkpoint: {cause}")]
+    Fenced { application_id: String, cause: String },
 }
 
 impl From<TaskError> for PipelineError {
@@ -266,6 +268,9 @@ impl Tasks {
             Err(e) if !e.is_fatal() => {
                 self.rollback(consumer, &e)?;
                 Ok(None)
+            }
+            Err(e) if e.is_fenced() => {
+                Err(PipelineError::Fenced { application_id: self.env.application_id.clone(), cause: e.to_string() })
             }
             Err(e) => Err(e.into()),
         }
@@ -557,7 +562,12 @@ fn consumer_error(e: KafkaError, config: &Config) -> Result<(), PipelineError> {
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
             Err(PipelineError::Kafka { what: "consuming the input topics", source: e })
         }
-        Some(RDKafkaErrorCode::Fenced) => Err(PipelineError::Kafka { what: "consuming", source: e }),
+        Some(
+            RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::FencedInstanceId
+            | RDKafkaErrorCode::FencedMemberEpoch
+            | RDKafkaErrorCode::Fatal,
+        ) => Err(PipelineError::Fenced { application_id: config.application_id.clone(), cause: e.to_string() }),
         _ => {
             tracing::warn!("consumer ({}): {e}", config.bootstrap_servers);
             Ok(())

@@ -53,6 +53,27 @@ impl SinkError {
     }
 }
 
+impl SinkError {
+    /// Whether a newer producer with the same transactional id (or the group,
+    /// for a stale member) has fenced this one.
+    pub fn is_fenced(&self) -> bool {
+        let code = match self {
+            SinkError::Transaction { source: KafkaError::Transaction(e), .. } => Some(e.code()),
+            SinkError::Transaction { source, .. } | SinkError::Send { source, .. } => source.rdkafka_error_code(),
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::FencedInstanceId
+            )
+        )
+    }
+}
+
 /// What a delivery report is about: an output, or the changelog marker of a task.
 const OPAQUE_OUTPUT: usize = 0;
 const OPAQUE_CHANGELOG: usize = 1;

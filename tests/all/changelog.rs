@@ -10,20 +10,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::support::*;
 
-/// Stops nothing: checks each task's checkpointed state and snapshot against
-/// the whole input.
-fn assert_state_matches_all_input(app: &App) {
-    let input = read_all(&app.input);
-    let expected = expected_counts(&input, &BTreeMap::new());
-    for t in app.checkpoints() {
-        let want: BTreeMap<String, u64> =
-            expected.iter().filter(|((p, _), _)| *p == t.partition).map(|((_, w), n)| (w.clone(), *n)).collect();
-        assert_eq!(wordcount_state(&t), want, "task {} state", t.partition);
-        let records = input.iter().filter(|r| r.partition == t.partition).count() as u64;
-        assert_eq!(wordcount_snapshot(&t), records, "task {} snapshot", t.partition);
-    }
-}
-
 #[test]
 fn lost_state_directory_is_rebuilt_from_changelog_and_counts_are_exact() {
     let app = App::new("lostdisk", 2, &guest("wordcount"), "commit.interval.ms = 300");

@@ -4,11 +4,8 @@
 //! (I3). Aborted transactions are shown to be invisible to that reader.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -39,31 +36,9 @@ fn read_uncommitted_count(topic: &str) -> usize {
 #[test]
 fn exactly_once_survives_ten_sigkills_with_every_output_once_to_read_committed() {
     let app = App::new("eos", 3, &guest("wordcount"), "processing.guarantee = \"exactly_once\"");
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (topic, stop) = (app.input.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut batches = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                produce(&topic, &sentences(50, 5000 + batches));
-                batches += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            batches
-        })
-    };
-    let mut rng = rand::rng();
-    const KILLS: usize = 10;
-    for i in 0..KILLS {
-        let mut host = app.start();
-        let run_for = Duration::from_millis(rng.random_range(500..2500));
-        std::thread::sleep(run_for);
-        assert!(host.is_running(), "host exited early in round {i}:\n{}", host.log_text());
-        host.sigkill();
-        eprintln!("eos kill {i} after {run_for:?}");
-    }
-    stop.store(true, Ordering::Release);
-    producer.join().expect("producer thread");
+    let feeder = Feeder::start(&app.input, 50, 5000);
+    kill_at_random_moments(&app, 10, |i, run_for| eprintln!("eos kill {i} after {run_for:?}"));
+    feeder.stop();
 
     // The verifying reader must not see an aborted transaction's records.
     produce_aborted(&app.output, "aborted-marker");
@@ -85,17 +60,59 @@ fn exactly_once_survives_ten_sigkills_with_every_output_once_to_read_committed()
 
     assert!(outputs.iter().all(|r| r.key != "aborted-marker"), "an aborted transaction's records were visible");
     assert_each_count_exactly_once(&outputs, &expected);
-    // The kills left aborted transactions behind: a read_uncommitted reader
-    // sees more than the read_committed one did.
+    // The kills left aborted transactions behind (beyond the 5 records the
+    // test aborted itself): a read_uncommitted reader sees them, the
+    // read_committed one above did not.
     let uncommitted = read_uncommitted_count(&app.output);
     eprintln!("output: {} records read_committed, {uncommitted} read_uncommitted", outputs.len());
-    assert!(uncommitted >= outputs.len() + 5, "the test's own aborted records at least");
+    assert!(uncommitted > outputs.len() + 5, "the kills should have left aborted outputs in the log");
     // Final state and snapshot of every task are exactly the input's.
-    for t in app.checkpoints() {
-        let want: BTreeMap<String, u64> =
-            expected.iter().filter(|((p, _), _)| *p == t.partition).map(|((_, w), n)| (w.clone(), *n)).collect();
-        assert_eq!(wordcount_state(&t), want, "task {} state", t.partition);
-        let records = input.iter().filter(|r| r.partition == t.partition).count() as u64;
-        assert_eq!(wordcount_snapshot(&t), records, "task {} snapshot", t.partition);
+    assert_state_matches_all_input(&app);
+}
+
+#[test]
+fn zombie_host_is_fenced_and_stops_while_its_successor_keeps_exactly_once() {
+    let app = App::new("zombie", 2, &guest("wordcount"), "processing.guarantee = \"exactly_once\"");
+    let first = sentences(100, 30);
+    produce(&app.input, &first);
+    let mut zombie = app.start();
+    let seen = read_topic(&app.output, word_total(&first), Duration::from_millis(500), Duration::from_secs(60));
+    assert_eq!(seen.len(), word_total(&first), "the first host processes the first batch");
+    // Frozen, it still believes it owns its partitions.
+    zombie.signal("STOP");
+
+    // Its successor: the same application and group member, its own state
+    // directory (so it rebuilds from the changelog) and transactional id.
+    let text = std::fs::read_to_string(&app.config).expect("config");
+    let state = app.dir.path().join("state");
+    let successor_state = app.dir.path().join("successor-state");
+    let successor_config = app.dir.path().join("successor.toml");
+    let replaced = text.replace(&state.display().to_string(), &successor_state.display().to_string());
+    std::fs::write(&successor_config, replaced).expect("write config");
+    let second = sentences(100, 31);
+    produce(&app.input, &second);
+    let successor = HostProcess::start(&successor_config, &app.dir.path().join("successor.log"));
+
+    let input = read_all(&app.input);
+    let expected = expected_counts(&input, &BTreeMap::new());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let outputs = read_all(&app.output);
+        if expected.iter().all(|(k, n)| sequences(&outputs).get(k).and_then(|s| s.last()) == Some(n)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
+
+    // Woken up, the zombie must notice it was fenced and stop, writing nothing.
+    zombie.signal("CONT");
+    let status = zombie.wait(Duration::from_secs(90));
+    let zombie_log = zombie.log_text();
+    assert!(!status.success(), "a fenced host must exit non-zero:\n{zombie_log}");
+    assert!(zombie_log.contains("this host was fenced"), "{zombie_log}");
+    eprintln!("zombie: {}", zombie_log.lines().rfind(|l| l.contains("fenced")).unwrap_or_default());
+
+    let (status, log) = successor.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert_each_count_exactly_once(&read_all(&app.output), &expected);
 }

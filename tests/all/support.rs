@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -450,3 +451,81 @@ pub fn run_batch(app: &App, batch: &[(String, String)], all: &[(String, String)]
     (outputs, log)
 }
 
+
+/// Checks I1 on every task checkpoint found: its state and snapshot are
+/// exactly what the input before its checkpointed offset produces. Returns
+/// the checkpointed offsets.
+pub fn assert_checkpoints_match_input(app: &App, input: &[Rec]) -> BTreeMap<i32, i64> {
+    let mut offsets = BTreeMap::new();
+    for t in app.checkpoints() {
+        let Some(c) = &t.checkpoint else { continue };
+        let end = c.offsets[&app.input];
+        let expected: BTreeMap<String, u64> = expected_counts(input, &BTreeMap::from([(t.partition, end)]))
+            .into_iter()
+            .filter(|((p, _), _)| *p == t.partition)
+            .map(|((_, w), n)| (w, n))
+            .collect();
+        assert_eq!(wordcount_state(&t), expected, "task {} state at checkpoint {} (offset {end})", t.partition, c.number);
+        assert_eq!(wordcount_snapshot(&t), end as u64, "task {} snapshot = records before offset {end}", t.partition);
+        offsets.insert(t.partition, end);
+    }
+    offsets
+}
+
+/// Every task's checkpoint covers the whole input, with matching state and
+/// snapshot.
+pub fn assert_state_matches_all_input(app: &App) {
+    let input = read_all(&app.input);
+    let offsets = assert_checkpoints_match_input(app, &input);
+    for p in 0..app.partitions {
+        let n = input.iter().filter(|r| r.partition == p).count() as i64;
+        assert_eq!(offsets.get(&p), Some(&n), "task {p} checkpointed at its end of input");
+    }
+}
+
+/// Input that keeps arriving (batches of `batch` sentences every 100 ms)
+/// until [`Feeder::stop`].
+pub struct Feeder {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Feeder {
+    pub fn start(topic: &str, batch: usize, seed: u64) -> Feeder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (topic, stop) = (topic.to_string(), stop.clone());
+            std::thread::spawn(move || {
+                let mut batches = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    produce(&topic, &sentences(batch, seed + batches));
+                    batches += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                batches
+            })
+        };
+        Feeder { stop, thread }
+    }
+
+    /// Stops producing; returns the number of batches produced.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("feeder thread")
+    }
+}
+
+/// Starts the host and SIGKILLs it after a random 500..2500 ms, `kills`
+/// times; `after_kill` runs after each (round, time it ran).
+pub fn kill_at_random_moments(app: &App, kills: usize, mut after_kill: impl FnMut(usize, Duration)) {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for i in 0..kills {
+        let mut host = app.start();
+        let run_for = Duration::from_millis(rng.random_range(500..2500));
+        std::thread::sleep(run_for);
+        assert!(host.is_running(), "host exited early in round {i}:\n{}", host.log_text());
+        host.sigkill();
+        after_kill(i, run_for);
+    }
+}
