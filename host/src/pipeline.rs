@@ -43,8 +43,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Changelog(#[from] changelog::ChangelogError),
-    #[error("the consumer has no group metadata to commit a transaction with")]
-    NoGroupMetadata,
+    #[error("the transaction failed {times} times in a row, each time rolled back to the last checkpoint; stopping. Last failure: {cause}")]
+    RolledBack { times: u32, cause: Box<SinkError> },
     #[error("this host was fenced: another instance of application `{application_id}` took over its partitions or its transactional id; stopping without a checkpoint: {cause}")]
     Fenced { application_id: String, cause: String },
 }
@@ -108,6 +108,8 @@ pub struct Tasks {
     fatal: Option<PipelineError>,
     /// A task's dirty state outgrew `statestore.cache.max.bytes`.
     cache_full: bool,
+    /// Exactly-once rollbacks since the last committed transaction.
+    rollbacks: u32,
     records: u64,
     checkpoints: u64,
     summary: Summary,
@@ -123,6 +125,7 @@ impl Tasks {
             by_partition: BTreeMap::new(),
             fatal: None,
             cache_full: false,
+            rollbacks: 0,
             records: 0,
             checkpoints: 0,
             summary: Summary::new(),
@@ -165,9 +168,16 @@ impl Tasks {
             // Fetched before a revoke took effect: the next owner processes it.
             return Ok(());
         };
-        if !task.process(msg, &mut self.sink)? {
-            return Ok(());
+        match task.process(msg, &mut self.sink) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            // Under exactly-once a failed send poisons only the transaction.
+            Err(TaskError::Sink(e)) if self.guarantee == ProcessingGuarantee::ExactlyOnce && !e.is_fatal() => {
+                return self.rollback(consumer, e);
+            }
+            Err(e) => return Err(e.into()),
         }
+        let Some(task) = self.by_partition.get_mut(&partition) else { return Ok(()) };
         self.records += 1;
         match self.guarantee {
             ProcessingGuarantee::None => {
@@ -255,18 +265,35 @@ impl Tasks {
     ) -> Result<Option<Vec<CheckpointReport>>, PipelineError> {
         let mut pending = Vec::with_capacity(dirty.len());
         let mut tpl = TopicPartitionList::new();
+        let mut sent = Ok(());
         for p in dirty {
             let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
             for (topic, offset) in task.positions() {
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*offset));
             }
-            pending.push((*p, task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink)?));
+            match task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink) {
+                Ok(pc) => pending.push((*p, pc)),
+                Err(TaskError::Sink(e)) => {
+                    sent = Err(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        let group = consumer.group_metadata().ok_or(PipelineError::NoGroupMetadata)?;
-        match self.sink.commit_transaction(&tpl, &group) {
-            Ok(()) => Ok(Some(self.commit_local(pending)?)),
+        let committed = sent.and_then(|()| {
+            let group = consumer.group_metadata().ok_or(SinkError::Transaction {
+                what: "reading the consumer group metadata",
+                source: KafkaError::NoMessageReceived,
+            })?;
+            self.sink.commit_transaction(&tpl, &group)
+        });
+        match committed {
+            Ok(()) => {
+                self.rollbacks = 0;
+                Ok(Some(self.commit_local(pending)?))
+            }
             Err(e) if !e.is_fatal() => {
-                self.rollback(consumer, &e)?;
+                self.rollback(consumer, e)?;
                 Ok(None)
             }
             Err(e) if e.is_fenced() => {
@@ -298,15 +325,31 @@ impl Tasks {
 
     /// Exactly-once: aborts the open transaction and puts every task back at
     /// its last checkpoint (fresh instance, restored snapshot, inputs seeked).
-    fn rollback(&mut self, consumer: &BaseConsumer<SourceContext>, cause: &SinkError) -> Result<(), PipelineError> {
-        tracing::warn!("transaction failed ({cause}); aborting it and rolling every task back to its last checkpoint");
+    /// A failure that repeats (the same record failing again) stops the host
+    /// after [`MAX_ROLLBACKS`] rollbacks in a row instead of looping.
+    fn rollback(&mut self, consumer: &BaseConsumer<SourceContext>, cause: SinkError) -> Result<(), PipelineError> {
         self.sink.abort_transaction()?;
+        self.rollbacks += 1;
+        if self.rollbacks >= MAX_ROLLBACKS {
+            return Err(PipelineError::RolledBack { times: self.rollbacks, cause: Box::new(cause) });
+        }
+        tracing::warn!(
+            "transaction failed ({cause}); aborted it and rolling every task back to its last checkpoint ({} of {MAX_ROLLBACKS} in a row)",
+            self.rollbacks
+        );
         for (p, task) in std::mem::take(&mut self.by_partition) {
             let task = task.reopen(&self.env)?;
             for (topic, offset) in task.positions() {
-                consumer
-                    .seek(topic, p, Offset::Offset(*offset), Duration::from_secs(10))
-                    .map_err(|source| PipelineError::Kafka { what: "seeking back to the checkpoint", source })?;
+                consumer.seek(topic, p, Offset::Offset(*offset), Duration::from_secs(10)).map_err(|source| {
+                    // A consumer fenced out of its group can no longer seek:
+                    // that, not the seek, is what to report.
+                    match consumer.client().fatal_error() {
+                        Some((_, cause)) => {
+                            PipelineError::Fenced { application_id: self.env.application_id.clone(), cause }
+                        }
+                        None => PipelineError::Kafka { what: "seeking back to the checkpoint", source },
+                    }
+                })?;
             }
             self.by_partition.insert(p, task);
         }
@@ -391,6 +434,9 @@ impl Summary {
         *self = Summary { last_records: records, last_line: Some(Instant::now()), ..Summary::new() };
     }
 }
+
+/// Exactly-once rollbacks in a row after which the host stops.
+pub const MAX_ROLLBACKS: u32 = 3;
 
 /// How long one `poll` may block; also the latency of noticing a stop.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);

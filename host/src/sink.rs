@@ -237,7 +237,24 @@ impl Sink {
                     record = r;
                     self.producer.poll(Duration::from_millis(5));
                 }
-                Err((source, r)) => return Err(SinkError::Send { topic: r.topic.to_string(), source }),
+                // A transaction refuses new records once one of its records
+                // failed: that failure is the cause worth naming.
+                Err((source, r)) => {
+                    let _ = self.drain();
+                    return Err(self.delivery_failure().unwrap_or(SinkError::Send { topic: r.topic.to_string(), source }));
+                }
+            }
+        }
+    }
+
+    /// The delivery failures seen since the last abort, if any.
+    fn delivery_failure(&self) -> Option<SinkError> {
+        let ctx = self.producer.context();
+        match ctx.failed.load(Ordering::Relaxed) {
+            0 => None,
+            failed => {
+                let first = ctx.first.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+                Some(SinkError::Delivery { failed, first })
             }
         }
     }
@@ -253,8 +270,8 @@ impl Sink {
         self.producer.poll(Duration::ZERO);
     }
 
-    /// Waits until every record sent so far is acknowledged; fails if any was not.
-    pub fn flush(&self) -> Result<(), SinkError> {
+    /// Serves delivery reports until none is outstanding.
+    fn drain(&self) -> Result<(), SinkError> {
         // rdkafka's `flush` sleeps in 100 ms steps once the queue is not empty;
         // a checkpoint stalls processing while it waits, so poll in short steps.
         let deadline = Instant::now() + FLUSH_TIMEOUT;
@@ -264,14 +281,13 @@ impl Sink {
             }
             self.producer.poll(Duration::from_millis(1));
         }
-        let ctx = self.producer.context();
-        match ctx.failed.load(Ordering::Relaxed) {
-            0 => Ok(()),
-            failed => {
-                let first = ctx.first.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
-                Err(SinkError::Delivery { failed, first })
-            }
-        }
+        Ok(())
+    }
+
+    /// Waits until every record sent so far is acknowledged; fails if any was not.
+    pub fn flush(&self) -> Result<(), SinkError> {
+        self.drain()?;
+        self.delivery_failure().map_or(Ok(()), Err)
     }
 
     /// Whether a transaction is open (exactly-once, with records sent since
@@ -305,6 +321,8 @@ impl Sink {
     /// Aborts the open transaction (if any) and forgets its delivery failures.
     pub fn abort_transaction(&mut self) -> Result<(), SinkError> {
         if self.in_transaction {
+            // librdkafka aborts only once every delivery report has been served.
+            self.drain()?;
             self.producer
                 .abort_transaction(FLUSH_TIMEOUT)
                 .map_err(|source| SinkError::Transaction { what: "aborting the transaction", source })?;

@@ -34,6 +34,7 @@ fn sigkill_at_random_moments_loses_nothing_and_restores_exact_prefix() {
             break outputs;
         }
     };
+    wait_until_checkpointed_to_end(&app, &input, Duration::from_secs(60));
     let (status, log) = host.stop();
     assert!(status.success(), "{status}\n{log}");
 

@@ -55,6 +55,7 @@ fn exactly_once_survives_ten_sigkills_with_every_output_once_to_read_committed()
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    wait_until_checkpointed_to_end(&app, &input, Duration::from_secs(60));
     let (status, log) = host.stop();
     assert!(status.success(), "{status}\n{log}");
 
@@ -115,4 +116,45 @@ fn zombie_host_is_fenced_and_stops_while_its_successor_keeps_exactly_once() {
     let (status, log) = successor.stop();
     assert!(status.success(), "{status}\n{log}");
     assert_each_count_exactly_once(&read_all(&app.output), &expected);
+}
+
+#[test]
+fn exactly_once_rolls_back_a_failed_transaction_and_stops_when_it_keeps_failing() {
+    // The output topic refuses records over 2,000 bytes: the upper-cased copy
+    // of a 5,000-byte value is never delivered, however often it is retried.
+    let app = App::with_output_config(
+        "rollback",
+        1,
+        &guest("uppercase"),
+        "processing.guarantee = \"exactly_once\"",
+        &[("max.message.bytes", "2000")],
+    );
+    let good = |range: std::ops::Range<usize>| -> Vec<(String, String)> {
+        range.map(|i| (format!("k{i}"), format!("good {i}"))).collect()
+    };
+    produce(&app.input, &good(0..50));
+    let mut host = app.start();
+    let first = read_topic(&app.output, 50, Duration::from_millis(500), Duration::from_secs(60));
+    assert_eq!(first.len(), 50, "{}", host.log_text());
+
+    produce(&app.input, &[("big".to_string(), "x".repeat(5000))]);
+    produce(&app.input, &good(50..60));
+    let status = host.wait(Duration::from_secs(120));
+    let log = host.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("rolling every task back to its last checkpoint (1 of 3 in a row)"), "{log}");
+    assert!(log.contains("the transaction failed 3 times in a row"), "{log}");
+    let error = log.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(error.contains("Message size too large"), "the error names the cause: {error}");
+    for line in log.lines().filter(|l| l.contains("rolling every task back") || l.starts_with("error:")) {
+        eprintln!("rollback test host: {line}");
+    }
+
+    // What read_committed readers see: the first 50 outputs, once each; nothing
+    // of the transactions that were rolled back.
+    let outputs = read_all(&app.output);
+    let keys: Vec<&str> = outputs.iter().map(|r| r.key.as_str()).collect();
+    let want: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    assert_eq!(keys, want.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(outputs.iter().all(|r| r.value.starts_with("GOOD ")));
 }

@@ -93,10 +93,18 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]);
+}
+
+/// Creates a topic with topic-level configs (e.g. `max.message.bytes`).
+pub fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("admin client");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
     let res = rt
         .block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
         .expect("create_topics");
@@ -170,14 +178,33 @@ pub fn read_all_with(topic: &str, isolation: &str) -> Vec<Rec> {
     let mut ends: BTreeMap<i32, i64> = reader.partitions.iter().map(|p| (*p, reader.high(*p))).collect();
     ends.retain(|_, h| *h > 0);
     let mut out = Vec::new();
-    let mut last = Instant::now();
-    while !ends.is_empty() && last.elapsed() < Duration::from_secs(1) {
+    // A loaded machine may take a while to deliver the first record; after
+    // that, records of a partition arrive back to back.
+    let started = Instant::now();
+    let mut last: Option<Instant> = None;
+    while !ends.is_empty() {
+        match last {
+            None if started.elapsed() > Duration::from_secs(60) => panic!("{topic}: nothing arrived in 60 s"),
+            Some(t) if t.elapsed() > Duration::from_secs(3) => break,
+            _ => {}
+        }
         if let Some(r) = reader.next(Duration::from_millis(100)) {
             if ends.get(&r.partition).is_some_and(|h| r.offset + 1 >= *h) {
                 ends.remove(&r.partition);
             }
             out.push(r);
-            last = Instant::now();
+            last = Some(Instant::now());
+        }
+        // Transaction markers are not delivered: the position tells when a
+        // partition's end is a marker.
+        if let Ok(positions) = reader.consumer.position() {
+            for e in positions.elements() {
+                if let Offset::Offset(o) = e.offset()
+                    && ends.get(&e.partition()).is_some_and(|h| o >= *h)
+                {
+                    ends.remove(&e.partition());
+                }
+            }
         }
     }
     out
@@ -237,11 +264,22 @@ impl App {
     /// Creates the topics and writes a config for `module` with `settings`
     /// (TOML lines for the top level, e.g. `commit.interval.ms = 200`).
     pub fn new(name: &str, partitions: i32, module: &Path, settings: &str) -> App {
+        App::with_output_config(name, partitions, module, settings, &[])
+    }
+
+    /// [`App::new`] with topic configs for the output topic.
+    pub fn with_output_config(
+        name: &str,
+        partitions: i32,
+        module: &Path,
+        settings: &str,
+        output_config: &[(&str, &str)],
+    ) -> App {
         let id = unique(name);
         let input = format!("{id}-in");
         let output = format!("{id}-out");
         create_topic(&input, partitions);
-        create_topic(&output, 1);
+        create_topic_with(&output, 1, output_config);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("wasmstream.toml");
         let text = format!(
@@ -527,5 +565,29 @@ pub fn kill_at_random_moments(app: &App, kills: usize, mut after_kill: impl FnMu
         assert!(host.is_running(), "host exited early in round {i}:\n{}", host.log_text());
         host.sigkill();
         after_kill(i, run_for);
+    }
+}
+
+/// Waits (up to `timeout`) until every task of the running host has
+/// checkpointed the whole input: outputs alone do not tell, since a killed
+/// run may have produced them before its last checkpoint.
+pub fn wait_until_checkpointed_to_end(app: &App, input: &[Rec], timeout: Duration) {
+    let ends: BTreeMap<i32, i64> = (0..app.partitions)
+        .map(|p| (p, input.iter().filter(|r| r.partition == p).count() as i64))
+        .collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Read beside the running host: a read-only open can race a write and
+        // fail; the next round tries again.
+        let tasks = wasmstream::checkpoint::inspect(&app.app_state_dir()).unwrap_or_default();
+        let at: BTreeMap<i32, i64> = tasks
+            .iter()
+            .filter_map(|t| Some((t.partition, *t.checkpoint.as_ref()?.offsets.get(&app.input)?)))
+            .collect();
+        if at == ends {
+            return;
+        }
+        assert!(Instant::now() < deadline, "tasks checkpointed at {at:?}, input ends at {ends:?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
