@@ -67,3 +67,21 @@ fn torn_checkpoint_at_changelog_end_restores_previous_complete_one() {
     assert!(status.success(), "{status}\n{log}");
     assert_state_matches_all_input(&app);
 }
+
+#[test]
+fn corrupt_local_store_is_rebuilt_from_changelog_and_counts_are_exact() {
+    let app = App::new("corrupt", 2, &guest("wordcount"), "commit.interval.ms = 300");
+    let first = sentences(150, 24);
+    run_batch(&app, &first, &first);
+    // RocksDB's CURRENT names the live manifest; garbage there is corruption.
+    let current = wasmstream::state::task_dir(&app.app_state_dir(), 0).join("CURRENT");
+    std::fs::write(&current, b"garbage").expect("corrupt CURRENT");
+
+    let second = sentences(150, 25);
+    let all = [first, second.clone()].concat();
+    let (outputs, log) = run_batch(&app, &second, &all);
+    assert!(log.contains("task 0:") && log.contains("rebuilding it from the changelog"), "{log}");
+    let input = read_all(&app.input);
+    assert_each_count_exactly_once(&outputs, &expected_counts(&input, &BTreeMap::new()));
+    assert_state_matches_all_input(&app);
+}
