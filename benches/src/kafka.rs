@@ -2,15 +2,14 @@
 
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 
 pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     for r in rt.block_on(admin.create_topics([&topic], &AdminOptions::new()))? {

@@ -16,7 +16,10 @@ mod throughput;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "wasmstream-bench", about = "wasmstream benchmarks: throughput on a real broker, and the guest call alone")]
+#[command(
+    name = "wasmstream-bench",
+    about = "wasmstream benchmarks: throughput on a real broker, and the guest call alone"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

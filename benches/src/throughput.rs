@@ -32,8 +32,7 @@ pub struct Args {
     rows: Vec<String>,
 }
 
-const DEFAULT_ROWS: &str =
-    "plain,map-alos-1000,wordcount-alos-1000,map-alos-100,map-eos-100,map-eos-1000,wordcount-alos-100,wordcount-eos-100,wordcount-eos-1000";
+const DEFAULT_ROWS: &str = "plain,map-alos-1000,wordcount-alos-1000,map-alos-100,map-eos-100,map-eos-1000,wordcount-alos-100,wordcount-eos-100,wordcount-eos-1000";
 
 /// Median and range of a row's runs, in records/s.
 struct Row {
@@ -121,7 +120,14 @@ fn measure(
 }
 
 /// The yardstick: consume, copy, produce, with the host's producer settings.
-fn plain_loop(bootstrap: &str, input: &str, output: &str, n: usize, shutdown: &Shutdown, consumed: &AtomicU64) -> anyhow::Result<()> {
+fn plain_loop(
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    n: usize,
+    shutdown: &Shutdown,
+    consumed: &AtomicU64,
+) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("plain"))
@@ -210,9 +216,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let plain_once = || {
         let out = fresh_out("plain-out")?;
         let consumed = AtomicU64::new(0);
-        measure(b, &out, n as i64, n, || consumed.load(Ordering::Relaxed) > 0, |s| {
-            plain_loop(b, &kv_in, &out, n, &s, &consumed)
-        })
+        measure(
+            b,
+            &out,
+            n as i64,
+            n,
+            || consumed.load(Ordering::Relaxed) > 0,
+            |s| plain_loop(b, &kv_in, &out, n, &s, &consumed),
+        )
     };
     // The broker's JIT warms up on the first workload: give it one, uncounted.
     eprintln!("bench: warm-up (a plain loop, not counted)");
@@ -233,9 +244,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let out = fresh_out(&format!("{name}-out"))?;
             let cfg = pipeline_config(args, module, guarantee, interval, input, &out, state.path())?;
             let progress = Progress::default();
-            measure(b, &out, outputs, n, || progress.records() > 0, |s| {
-                pipeline::run_with_progress(&cfg, &s, &progress).map(drop).map_err(Into::into)
-            })
+            measure(
+                b,
+                &out,
+                outputs,
+                n,
+                || progress.records() > 0,
+                |s| pipeline::run_with_progress(&cfg, &s, &progress).map(drop).map_err(Into::into),
+            )
         })?;
         results.push((name.to_string(), r));
     }

@@ -80,8 +80,7 @@ impl<T: Instance> bindings::Guest for T {
                 headers: &headers,
             };
             let mut outputs = Vec::new();
-            p.process(&record, &mut Context::new(&mut HostState, &mut outputs))
-                .map_err(|e| e.to_string())?;
+            p.process(&record, &mut Context::new(&mut HostState, &mut outputs)).map_err(|e| e.to_string())?;
             Ok(outputs.into_iter().map(output_out).collect())
         })
     }

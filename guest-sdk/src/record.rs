@@ -93,9 +93,10 @@ impl Config {
     {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|e| {
-                crate::Error::msg(format_args!("processor config `{key}` = {v:?}: {e}"))
-            }),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|e| crate::Error::msg(format_args!("processor config `{key}` = {v:?}: {e}"))),
         }
     }
 

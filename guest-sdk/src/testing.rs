@@ -17,12 +17,7 @@ pub struct TestRecord {
 /// A record on topic `input`, partition 0, with this key and value; the runner
 /// numbers offsets it leaves at 0.
 pub fn record(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> TestRecord {
-    TestRecord {
-        topic: "input".into(),
-        key: Some(key.into()),
-        value: Some(value.into()),
-        ..Default::default()
-    }
+    TestRecord { topic: "input".into(), key: Some(key.into()), value: Some(value.into()), ..Default::default() }
 }
 
 /// Drives one processor instance the way the host drives a task.
@@ -36,8 +31,7 @@ pub struct TestRunner<P: Processor> {
 impl<P: Processor> TestRunner<P> {
     /// A fresh instance, `init`ialised with this config.
     pub fn new(config: &[(&str, &str)]) -> Result<Self> {
-        let config =
-            Config::new(config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let config = Config::new(config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         let mut processor = P::default();
         processor.init(&config)?;
         Ok(TestRunner { processor, state: MemoryState::default(), config, next_offset: 0 })

@@ -155,7 +155,8 @@ pub fn replay(
         outcome.records += 1;
         let offset = msg.offset();
         let key = msg.key().unwrap_or_default();
-        let corrupt = |message: String| ChangelogError::Corrupt { topic: topic.to_string(), partition, offset, message };
+        let corrupt =
+            |message: String| ChangelogError::Corrupt { topic: topic.to_string(), partition, offset, message };
         match key.split_first() {
             Some((&KIND_STATE, k)) => batch.entries.push((k.to_vec(), msg.payload().map(<[u8]>::to_vec))),
             Some((&KIND_META, META_SNAPSHOT)) => {
@@ -174,7 +175,11 @@ pub fn replay(
             last_line = Instant::now();
             let done = (offset - start + 1) as f64 / (high - start).max(1) as f64;
             let rate = outcome.records as f64 / started.elapsed().as_secs_f64();
-            tracing::info!("{label}: restoring from {topic}: {:.0}% ({} records, {rate:.0}/s)", done * 100.0, outcome.records);
+            tracing::info!(
+                "{label}: restoring from {topic}: {:.0}% ({} records, {rate:.0}/s)",
+                done * 100.0,
+                outcome.records
+            );
         }
     }
     outcome.torn_keys = batch.entries.into_iter().map(|(k, _)| k).collect();

@@ -36,9 +36,8 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn new(number: u64, offsets: BTreeMap<String, i64>, module_digest: String) -> Self {
-        let taken_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let taken_at_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         Checkpoint { format: FORMAT, number, offsets, module_digest, taken_at_ms, changelog_offset: None }
     }
 
@@ -73,8 +72,7 @@ pub fn inspect(app_state_dir: &Path) -> Result<Vec<TaskCheckpoint>, StateError> 
     let Ok(entries) = std::fs::read_dir(app_state_dir) else { return Ok(tasks) };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(partition) = name.to_str().and_then(|n| n.strip_prefix("task-")).and_then(|p| p.parse().ok())
-        else {
+        let Some(partition) = name.to_str().and_then(|n| n.strip_prefix("task-")).and_then(|p| p.parse().ok()) else {
             continue;
         };
         let (restored, state) = TaskStore::read_only(&entry.path())?;

@@ -131,13 +131,7 @@ pub enum ConfigError {
     #[error("{origin}: key `{key}` is set twice")]
     Duplicate { origin: String, key: String },
     #[error("{origin}: bad value {value} for `{key}`: expected {expected}{}", suggest(.suggestion))]
-    BadValue {
-        origin: String,
-        key: String,
-        value: String,
-        expected: String,
-        suggestion: Option<&'static str>,
-    },
+    BadValue { origin: String, key: String, value: String, expected: String, suggestion: Option<&'static str> },
     #[error("{origin}: `{key}` is required ({doc})")]
     Missing { origin: String, key: &'static str, doc: &'static str },
     #[error("{origin}: `processor.module` = {path}: no such file")]
@@ -175,28 +169,67 @@ pub struct Key {
 /// Every key, its default and its meaning: the one place these facts live
 /// (`wasmstream config-keys` prints this table).
 pub const KEYS: &[Key] = &[
-    Key { name: "application.id", kind: Kind::Text, default: None,
-          doc: "names the consumer group and the state directory <state.dir>/<application.id>/" },
-    Key { name: "bootstrap.servers", kind: Kind::Text, default: None,
-          doc: "Kafka brokers, host:port[,host:port...]" },
-    Key { name: "commit.interval.ms", kind: Kind::Millis, default: Some("30000 (100 under exactly_once)"),
-          doc: "minimum time between checkpoints of a task" },
-    Key { name: "processing.guarantee", kind: Kind::Guarantee, default: Some("at_least_once"),
-          doc: "at_least_once, exactly_once (alias exactly_once_v2) or none" },
-    Key { name: "state.dir", kind: Kind::Path, default: Some("<temp dir>/wasmstream"),
-          doc: "local state root; task state lives in <state.dir>/<application.id>/" },
-    Key { name: "statestore.cache.max.bytes", kind: Kind::Bytes, default: Some("10485760"),
-          doc: "dirty state bytes of a task that trigger a checkpoint before commit.interval.ms" },
-    Key { name: "replication.factor", kind: Kind::Replication, default: Some("-1 (the broker's default.replication.factor)"),
-          doc: "replication factor of the changelog topic the host creates" },
-    Key { name: "processor.module", kind: Kind::Path, default: None,
-          doc: "the processor component (.wasm), relative to this file" },
-    Key { name: "processor.inputs", kind: Kind::TopicList, default: None,
-          doc: "input topics (co-partitioned: partition N of each forms task N)" },
-    Key { name: "processor.outputs", kind: Kind::TopicList, default: None,
-          doc: "output topics a processor may name; the first is the default" },
-    Key { name: "processor.max.memory.bytes", kind: Kind::Bytes, default: Some("268435456"),
-          doc: "linear memory limit of one processor instance" },
+    Key {
+        name: "application.id",
+        kind: Kind::Text,
+        default: None,
+        doc: "names the consumer group and the state directory <state.dir>/<application.id>/",
+    },
+    Key { name: "bootstrap.servers", kind: Kind::Text, default: None, doc: "Kafka brokers, host:port[,host:port...]" },
+    Key {
+        name: "commit.interval.ms",
+        kind: Kind::Millis,
+        default: Some("30000 (100 under exactly_once)"),
+        doc: "minimum time between checkpoints of a task",
+    },
+    Key {
+        name: "processing.guarantee",
+        kind: Kind::Guarantee,
+        default: Some("at_least_once"),
+        doc: "at_least_once, exactly_once (alias exactly_once_v2) or none",
+    },
+    Key {
+        name: "state.dir",
+        kind: Kind::Path,
+        default: Some("<temp dir>/wasmstream"),
+        doc: "local state root; task state lives in <state.dir>/<application.id>/",
+    },
+    Key {
+        name: "statestore.cache.max.bytes",
+        kind: Kind::Bytes,
+        default: Some("10485760"),
+        doc: "dirty state bytes of a task that trigger a checkpoint before commit.interval.ms",
+    },
+    Key {
+        name: "replication.factor",
+        kind: Kind::Replication,
+        default: Some("-1 (the broker's default.replication.factor)"),
+        doc: "replication factor of the changelog topic the host creates",
+    },
+    Key {
+        name: "processor.module",
+        kind: Kind::Path,
+        default: None,
+        doc: "the processor component (.wasm), relative to this file",
+    },
+    Key {
+        name: "processor.inputs",
+        kind: Kind::TopicList,
+        default: None,
+        doc: "input topics (co-partitioned: partition N of each forms task N)",
+    },
+    Key {
+        name: "processor.outputs",
+        kind: Kind::TopicList,
+        default: None,
+        doc: "output topics a processor may name; the first is the default",
+    },
+    Key {
+        name: "processor.max.memory.bytes",
+        kind: Kind::Bytes,
+        default: Some("268435456"),
+        doc: "linear memory limit of one processor instance",
+    },
 ];
 
 /// Prefixes under which any key is accepted and passed on.
@@ -248,19 +281,14 @@ impl Raw {
 /// Reads and validates a config file; `overrides` are `KEY=VALUE` strings that
 /// replace or add keys (`--set`).
 pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, Some(path), &base, overrides)
 }
 
 /// Parses config text; relative paths resolve against `base`.
-pub fn parse(
-    text: &str,
-    source: Option<&Path>,
-    base: &Path,
-    overrides: &[String],
-) -> Result<Config, ConfigError> {
+pub fn parse(text: &str, source: Option<&Path>, base: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
     let origin = source.map_or_else(|| "configuration".to_string(), |p| p.display().to_string());
     let table: toml::Table = toml::from_str(text)
         .map_err(|e| ConfigError::Syntax { origin: origin.clone(), message: e.to_string().trim().to_string() })?;
@@ -275,12 +303,7 @@ pub fn parse(
 
 /// Turns nested tables into dotted keys, so that `commit.interval.ms = 1`,
 /// `"commit.interval.ms" = 1` and `[commit] interval.ms = 1` are all one key.
-fn flatten(
-    prefix: &str,
-    table: toml::Table,
-    out: &mut BTreeMap<String, Raw>,
-    origin: &str,
-) -> Result<(), ConfigError> {
+fn flatten(prefix: &str, table: toml::Table, out: &mut BTreeMap<String, Raw>, origin: &str) -> Result<(), ConfigError> {
     for (k, v) in table {
         let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
         match v {
@@ -334,11 +357,7 @@ fn build(
         }
     }
     if let Some(key) = flat.keys().find(|k| !KEYS.iter().any(|known| known.name == k.as_str())) {
-        return Err(ConfigError::UnknownKey {
-            origin: origin.to_string(),
-            key: key.clone(),
-            suggestion: closest(key),
-        });
+        return Err(ConfigError::UnknownKey { origin: origin.to_string(), key: key.clone(), suggestion: closest(key) });
     }
 
     let get = |name: &'static str| -> Result<Option<Value>, ConfigError> {
@@ -480,18 +499,13 @@ fn check(key: &Key, raw: &Raw, base: &Path) -> Result<Value, (String, Option<&'s
         },
         Kind::TopicList => {
             let topics: Option<Vec<String>> = match raw {
-                Raw::Toml(toml::Value::Array(a)) => {
-                    a.iter().map(|v| v.as_str().map(str::to_string)).collect()
-                }
+                Raw::Toml(toml::Value::Array(a)) => a.iter().map(|v| v.as_str().map(str::to_string)).collect(),
                 // One topic, or a comma-separated list (as in an override).
                 other => other.text().map(|s| s.split(',').map(|t| t.trim().to_string()).collect()),
             };
             match topics {
                 Some(t) if !t.is_empty() && t.iter().all(|t| valid_topic(t)) => Ok(Value::Topics(t)),
-                _ => Err((
-                    "a non-empty list of topic names (letters, digits, '.', '_', '-')".into(),
-                    None,
-                )),
+                _ => Err(("a non-empty list of topic names (letters, digits, '.', '_', '-')".into(), None)),
             }
         }
     }
@@ -557,8 +571,8 @@ mod tests {
     fn quoted_bare_and_override_keys_are_the_same_key() {
         let m = module_file();
         let text = cfg("\"commit.interval.ms\" = 500\n[kafka]\nlinger.ms = 5\n", m.path());
-        let c = parse(&text, None, Path::new("/"), &["state.dir=/s".into(), "processor.config.x=1".into()])
-            .expect("valid");
+        let c =
+            parse(&text, None, Path::new("/"), &["state.dir=/s".into(), "processor.config.x=1".into()]).expect("valid");
         assert_eq!(c.commit_interval, Duration::from_millis(500));
         assert_eq!(c.kafka.common.get("linger.ms").map(String::as_str), Some("5"));
         assert_eq!(c.state_dir, PathBuf::from("/s"));
@@ -587,7 +601,10 @@ mod tests {
     #[test]
     fn bad_numbers_topics_and_missing_keys_are_named() {
         let m = module_file();
-        assert!(err(&cfg("commit.interval.ms = -5", m.path())).contains("`commit.interval.ms`: expected a positive whole number"));
+        assert!(
+            err(&cfg("commit.interval.ms = -5", m.path()))
+                .contains("`commit.interval.ms`: expected a positive whole number")
+        );
         assert!(err(&cfg("commit.interval.ms = \"soon\"", m.path())).contains("bad value \"soon\""));
         let text = cfg("", m.path()).replace("inputs = [\"in\"]", "inputs = [\"a b\"]");
         assert!(err(&text).contains("`processor.inputs`"));

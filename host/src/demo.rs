@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::{PipelineError, Progress, Shutdown, config, pipeline};
@@ -41,7 +41,9 @@ const SECOND_RUN: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("the word-count component {0} does not exist; build it with `scripts/build-guests` (or run `scripts/demo`)")]
+    #[error(
+        "the word-count component {0} does not exist; build it with `scripts/build-guests` (or run `scripts/demo`)"
+    )]
     NoModule(PathBuf),
     #[error("in-process broker: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -98,7 +100,8 @@ outputs = ["{OUTPUT}"]
     let received = Arc::new(AtomicU64::new(0));
     let stop_printer = Arc::new(AtomicBool::new(false));
     let printer = {
-        let (bootstrap, counts, received, stop) = (bootstrap.clone(), counts.clone(), received.clone(), stop_printer.clone());
+        let (bootstrap, counts, received, stop) =
+            (bootstrap.clone(), counts.clone(), received.clone(), stop_printer.clone());
         std::thread::spawn(move || print_outputs(&bootstrap, &counts, &received, &stop))
     };
 
@@ -172,7 +175,12 @@ fn run_until_done(config: &config::Config, records: u64, received: &AtomicU64) -
 
 /// Prints the outputs as they arrive and keeps the latest count per
 /// (source partition, word): the example counts per task.
-fn print_outputs(bootstrap: &str, counts: &Mutex<BTreeMap<(String, String), u64>>, received: &AtomicU64, stop: &AtomicBool) {
+fn print_outputs(
+    bootstrap: &str,
+    counts: &Mutex<BTreeMap<(String, String), u64>>,
+    received: &AtomicU64,
+    stop: &AtomicBool,
+) {
     let consumer: BaseConsumer = match ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "demo-printer")

@@ -206,10 +206,7 @@ pub struct Instance {
 }
 
 /// Splits an export's outcome into the two failure kinds.
-fn outcome<T>(
-    export: &'static str,
-    r: wasmtime::Result<Result<T, String>>,
-) -> Result<T, GuestError> {
+fn outcome<T>(export: &'static str, r: wasmtime::Result<Result<T, String>>) -> Result<T, GuestError> {
     match r {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(message)) => Err(GuestError::Guest { export, message }),

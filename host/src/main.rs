@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use wasmstream::{Shutdown, checkpoint, config, demo, pipeline};
 
 #[derive(Parser)]
-#[command(name = "wasmstream", version, about = "Runs stream processors compiled to WebAssembly components between Kafka topics, with checkpointed state.")]
+#[command(
+    name = "wasmstream",
+    version,
+    about = "Runs stream processors compiled to WebAssembly components between Kafka topics, with checkpointed state."
+)]
 struct Cli {
     /// Log filter: error, warn, info, debug, trace, or tracing directives
     /// such as `info,wasmstream::state=debug`. RUST_LOG is used if set.
@@ -102,8 +106,8 @@ fn main() -> ExitCode {
 
 fn init_logging(level: &str) {
     let filter = std::env::var("RUST_LOG").ok().unwrap_or_else(|| level.to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -131,7 +135,10 @@ fn run(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
 }
 
 /// Triggers `shutdown` on the first SIGINT/SIGTERM; a second one exits at once.
-async fn wait_for_stop(shutdown: &Shutdown, worker: &std::thread::JoinHandle<Result<wasmstream::RunSummary, wasmstream::PipelineError>>) -> anyhow::Result<()> {
+async fn wait_for_stop(
+    shutdown: &Shutdown,
+    worker: &std::thread::JoinHandle<Result<wasmstream::RunSummary, wasmstream::PipelineError>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

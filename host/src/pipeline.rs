@@ -17,12 +17,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::changelog;
 use crate::config::{Config, ProcessingGuarantee};
 use crate::guest::{self, GuestError, Module};
 use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, SourceContext};
-use crate::changelog;
 use crate::task::{ChangelogEnv, CheckpointReport, PendingCheckpoint, Task, TaskEnv, TaskError, short, show_offsets};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +43,13 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Changelog(#[from] changelog::ChangelogError),
-    #[error("the transaction failed {times} times in a row, each time rolled back to the last checkpoint; stopping. Last failure: {cause}")]
+    #[error(
+        "the transaction failed {times} times in a row, each time rolled back to the last checkpoint; stopping. Last failure: {cause}"
+    )]
     RolledBack { times: u32, cause: Box<SinkError> },
-    #[error("this host was fenced: another instance of application `{application_id}` took over its partitions or its transactional id; stopping without a checkpoint: {cause}")]
+    #[error(
+        "this host was fenced: another instance of application `{application_id}` took over its partitions or its transactional id; stopping without a checkpoint: {cause}"
+    )]
     Fenced { application_id: String, cause: String },
 }
 
@@ -154,7 +158,11 @@ impl Tasks {
     }
 
     /// Checkpoints and drops the tasks of revoked partitions.
-    pub fn revoke(&mut self, consumer: &BaseConsumer<SourceContext>, partitions: &BTreeSet<i32>) -> Result<(), PipelineError> {
+    pub fn revoke(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<(), PipelineError> {
         if self.fatal.is_none() {
             self.checkpoint(consumer, Reason::Revoke, Some(partitions))?;
         }
@@ -162,7 +170,11 @@ impl Tasks {
         Ok(())
     }
 
-    fn process(&mut self, msg: &BorrowedMessage<'_>, consumer: &BaseConsumer<SourceContext>) -> Result<(), PipelineError> {
+    fn process(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        consumer: &BaseConsumer<SourceContext>,
+    ) -> Result<(), PipelineError> {
         let partition = msg.partition();
         let Some(task) = self.by_partition.get_mut(&partition) else {
             // Fetched before a revoke took effect: the next owner processes it.
@@ -205,7 +217,8 @@ impl Tasks {
         self.cache_full = false;
         let only = if self.guarantee == ProcessingGuarantee::ExactlyOnce { None } else { only };
         let selected = |p: &i32| only.is_none_or(|o| o.contains(p));
-        let dirty: Vec<i32> = self.by_partition.iter().filter(|(p, t)| selected(p) && t.is_dirty()).map(|(p, _)| *p).collect();
+        let dirty: Vec<i32> =
+            self.by_partition.iter().filter(|(p, t)| selected(p) && t.is_dirty()).map(|(p, _)| *p).collect();
         if dirty.is_empty() {
             return Ok(());
         }
@@ -243,7 +256,10 @@ impl Tasks {
         let mut pending = Vec::with_capacity(dirty.len());
         for p in dirty {
             let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
-            pending.push((*p, task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink)?));
+            pending.push((
+                *p,
+                task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink)?,
+            ));
         }
         self.sink.flush()?;
         let reports = self.commit_local(pending)?;
@@ -422,7 +438,8 @@ impl Summary {
             Reason::CacheFull => "checkpoint (statestore.cache.max.bytes reached)",
             Reason::Interval => "checkpoint",
         };
-        let rounds = if self.rounds > 1 { format!(" ({} checkpoints since the last line)", self.rounds) } else { String::new() };
+        let rounds =
+            if self.rounds > 1 { format!(" ({} checkpoints since the last line)", self.rounds) } else { String::new() };
         tracing::info!(
             "{label} {}{rounds}: {}; {} keys written, snapshots {} B, took {} ms; {records} records processed ({rate:.0}/s)",
             numbers.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
@@ -533,7 +550,11 @@ pub fn run_with_progress(
     let summary = RunSummary { records: tasks.records, checkpoints: tasks.checkpoints };
     match result {
         Ok(()) => {
-            tracing::info!("stopped cleanly: {} records processed, {} checkpoints", summary.records, summary.checkpoints);
+            tracing::info!(
+                "stopped cleanly: {} records processed, {} checkpoints",
+                summary.records,
+                summary.checkpoints
+            );
             // The tasks are clean: leaving the group below revokes without work.
             drop(tasks);
             Ok(summary)

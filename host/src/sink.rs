@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::TopicPartitionList;
 
 use crate::config::Config;
 use crate::guest::OutputRecord;
@@ -241,7 +241,9 @@ impl Sink {
                 // failed: that failure is the cause worth naming.
                 Err((source, r)) => {
                     let _ = self.drain();
-                    return Err(self.delivery_failure().unwrap_or(SinkError::Send { topic: r.topic.to_string(), source }));
+                    return Err(self
+                        .delivery_failure()
+                        .unwrap_or(SinkError::Send { topic: r.topic.to_string(), source }));
                 }
             }
         }

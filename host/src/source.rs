@@ -142,7 +142,12 @@ pub fn check_topics(config: &Config) -> Result<TopicInfo, PipelineError> {
             .map(|t| t.partitions().len())
             .filter(|n| *n > 0)
     };
-    let roles = config.processor.inputs.iter().map(|t| ("input", t)).chain(config.processor.outputs.iter().map(|t| ("output", t)));
+    let roles = config
+        .processor
+        .inputs
+        .iter()
+        .map(|t| ("input", t))
+        .chain(config.processor.outputs.iter().map(|t| ("output", t)));
     for (role, topic) in roles {
         if partitions(topic).is_none() {
             return Err(PipelineError::MissingTopic {

@@ -99,13 +99,7 @@ impl TaskStore {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let cfs = [CF_STATE, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?;
-        let store = TaskStore {
-            db,
-            path: path.to_path_buf(),
-            cache: HashMap::new(),
-            cache_bytes: 0,
-            write_through,
-        };
+        let store = TaskStore { db, path: path.to_path_buf(), cache: HashMap::new(), cache_bytes: 0, write_through };
         let restored = store.read_checkpoint()?;
         Ok((store, restored))
     }
@@ -115,7 +109,8 @@ impl TaskStore {
     pub fn read_only(path: &Path) -> Result<(Restored, Entries), StateError> {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let db = DB::open_cf_for_read_only(&Options::default(), path, [CF_STATE, CF_META], false).map_err(err)?;
-        let store = TaskStore { db, path: path.to_path_buf(), cache: HashMap::new(), cache_bytes: 0, write_through: false };
+        let store =
+            TaskStore { db, path: path.to_path_buf(), cache: HashMap::new(), cache_bytes: 0, write_through: false };
         let restored = store.read_checkpoint()?;
         let entries = store.scan_db(b"", 0)?;
         Ok((restored, entries))
@@ -144,10 +139,8 @@ impl TaskStore {
         let Some(raw) = self.db.get_cf(meta, META_CHECKPOINT).map_err(|e| self.rocks(e))? else {
             return Ok(Restored::default());
         };
-        let checkpoint = Checkpoint::decode(&raw).map_err(|message| StateError::CorruptCheckpoint {
-            path: self.path.clone(),
-            message,
-        })?;
+        let checkpoint = Checkpoint::decode(&raw)
+            .map_err(|message| StateError::CorruptCheckpoint { path: self.path.clone(), message })?;
         let snapshot = self.db.get_cf(meta, META_SNAPSHOT).map_err(|e| self.rocks(e))?.unwrap_or_default();
         Ok(Restored { checkpoint: Some(checkpoint), snapshot })
     }
@@ -196,9 +189,10 @@ impl TaskStore {
         let mut dirty = dirty.into_iter().peekable();
         let mut out = Vec::new();
         let cf = self.cf(CF_STATE);
-        let mut clean = self.db.iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)).map_while(|r| {
-            r.ok().filter(|(k, _)| k.starts_with(prefix))
-        });
+        let mut clean = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
+            .map_while(|r| r.ok().filter(|(k, _)| k.starts_with(prefix)));
         let mut next_clean = clean.next();
         while out.len() < limit {
             let take_dirty = match (dirty.peek(), &next_clean) {

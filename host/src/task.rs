@@ -36,7 +36,9 @@ pub enum TaskError {
     Guest { partition: i32, source: GuestError },
     #[error("record {topic}/{partition}@{offset}: processor {source}")]
     Record { topic: String, partition: i32, offset: i64, source: GuestError },
-    #[error("record {topic}/{partition}@{offset}: processor returned an output for topic `{target}`, which is not among processor.outputs {outputs:?}")]
+    #[error(
+        "record {topic}/{partition}@{offset}: processor returned an output for topic `{target}`, which is not among processor.outputs {outputs:?}"
+    )]
     UnknownOutput { topic: String, partition: i32, offset: i64, target: String, outputs: Vec<String> },
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -141,7 +143,9 @@ impl Task {
                 restored.snapshot.len(),
                 started.elapsed().as_millis()
             ),
-            None => tracing::info!("task {partition}: no checkpoint in {} or the changelog, starting fresh", dir.display()),
+            None => {
+                tracing::info!("task {partition}: no checkpoint in {} or the changelog, starting fresh", dir.display())
+            }
         }
         Ok(task)
     }
@@ -347,16 +351,17 @@ fn catch_up(
     };
     let label = format!("task {partition}");
     let mut applied = 0u64;
-    let outcome = changelog::replay(&changelog.reader, &changelog.topic, partition, from, &label, |batch, checkpoint| {
-        applied += 1;
-        store.apply(&batch.entries, batch.snapshot.as_deref(), &checkpoint).map_err(|e| ChangelogError::Corrupt {
-            topic: changelog.topic.clone(),
-            partition,
-            offset: checkpoint.changelog_offset.unwrap_or(-1),
-            message: e.to_string(),
+    let outcome =
+        changelog::replay(&changelog.reader, &changelog.topic, partition, from, &label, |batch, checkpoint| {
+            applied += 1;
+            store.apply(&batch.entries, batch.snapshot.as_deref(), &checkpoint).map_err(|e| ChangelogError::Corrupt {
+                topic: changelog.topic.clone(),
+                partition,
+                offset: checkpoint.changelog_offset.unwrap_or(-1),
+                message: e.to_string(),
+            })
         })
-    })
-    .map_err(|source| TaskError::Changelog { partition, source })?;
+        .map_err(|source| TaskError::Changelog { partition, source })?;
     let restored = if applied > 0 { store.read_checkpoint().map_err(state)? } else { local };
     if applied > 0 {
         tracing::info!(

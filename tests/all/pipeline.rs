@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::support::*;
 
-
 #[test]
 fn wordcount_end_to_end_counts_are_exact() {
     let app = App::new("e2e", 3, &guest("wordcount"), "commit.interval.ms = 500");
@@ -62,4 +61,3 @@ fn processing_guarantee_none_runs_and_restarts_from_committed_offsets() {
     assert_each_count_exactly_once(&outputs, &expected_counts(&in_all, &BTreeMap::new()));
     assert!(app.checkpoints().iter().all(|t| t.checkpoint.is_none()), "none writes no checkpoint");
 }
-

@@ -115,11 +115,8 @@ pub fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) 
 
 /// Produces `(key, value)` records and waits until all are acknowledged.
 pub fn produce(topic: &str, records: &[(String, String)]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("linger.ms", "2")
-        .create()
-        .expect("producer");
+    let p: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).set("linger.ms", "2").create().expect("producer");
     for (k, v) in records {
         let mut rec = BaseRecord::to(topic).key(k).payload(v);
         loop {
@@ -392,8 +389,28 @@ impl Drop for HostProcess {
 /// Deterministic sentences over a small vocabulary, so words repeat a lot.
 pub fn sentences(n: usize, seed: u64) -> Vec<(String, String)> {
     const WORDS: &[&str] = &[
-        "the", "stream", "of", "records", "flows", "through", "a", "component", "state", "is", "kept",
-        "by", "host", "and", "checkpoint", "ties", "offsets", "to", "snapshot", "kafka", "wasm", "count",
+        "the",
+        "stream",
+        "of",
+        "records",
+        "flows",
+        "through",
+        "a",
+        "component",
+        "state",
+        "is",
+        "kept",
+        "by",
+        "host",
+        "and",
+        "checkpoint",
+        "ties",
+        "offsets",
+        "to",
+        "snapshot",
+        "kafka",
+        "wasm",
+        "count",
     ];
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = || {
@@ -489,7 +506,6 @@ pub fn run_batch(app: &App, batch: &[(String, String)], all: &[(String, String)]
     (outputs, log)
 }
 
-
 /// Checks I1 on every task checkpoint found: its state and snapshot are
 /// exactly what the input before its checkpointed offset produces. Returns
 /// the checkpointed offsets.
@@ -503,7 +519,13 @@ pub fn assert_checkpoints_match_input(app: &App, input: &[Rec]) -> BTreeMap<i32,
             .filter(|((p, _), _)| *p == t.partition)
             .map(|((_, w), n)| (w, n))
             .collect();
-        assert_eq!(wordcount_state(&t), expected, "task {} state at checkpoint {} (offset {end})", t.partition, c.number);
+        assert_eq!(
+            wordcount_state(&t),
+            expected,
+            "task {} state at checkpoint {} (offset {end})",
+            t.partition,
+            c.number
+        );
         assert_eq!(wordcount_snapshot(&t), end as u64, "task {} snapshot = records before offset {end}", t.partition);
         offsets.insert(t.partition, end);
     }
@@ -572,9 +594,8 @@ pub fn kill_at_random_moments(app: &App, kills: usize, mut after_kill: impl FnMu
 /// checkpointed the whole input: outputs alone do not tell, since a killed
 /// run may have produced them before its last checkpoint.
 pub fn wait_until_checkpointed_to_end(app: &App, input: &[Rec], timeout: Duration) {
-    let ends: BTreeMap<i32, i64> = (0..app.partitions)
-        .map(|p| (p, input.iter().filter(|r| r.partition == p).count() as i64))
-        .collect();
+    let ends: BTreeMap<i32, i64> =
+        (0..app.partitions).map(|p| (p, input.iter().filter(|r| r.partition == p).count() as i64)).collect();
     let deadline = Instant::now() + timeout;
     loop {
         // Read beside the running host: a read-only open can race a write and

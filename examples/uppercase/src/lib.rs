@@ -13,11 +13,7 @@ pub fn upper(value: &[u8]) -> Vec<u8> {
 
 impl Processor for Uppercase {
     fn process(&mut self, record: &Record<'_>, ctx: &mut Context<'_>) -> Result<()> {
-        ctx.emit(Output {
-            key: record.key.map(<[u8]>::to_vec),
-            value: record.value.map(upper),
-            ..Default::default()
-        });
+        ctx.emit(Output { key: record.key.map(<[u8]>::to_vec), value: record.value.map(upper), ..Default::default() });
         Ok(())
     }
 }

@@ -91,7 +91,10 @@ mod tests {
     fn counts_words_across_records_in_state() {
         let mut t = TestRunner::<WordCount>::new(&[]).expect("init");
         let out = t.process(record("", "The cat, the HAT")).expect("process");
-        assert_eq!(values(&out), [("the", "1"), ("cat", "1"), ("the", "2"), ("hat", "1")].map(|(a, b)| (a.into(), b.into())));
+        assert_eq!(
+            values(&out),
+            [("the", "1"), ("cat", "1"), ("the", "2"), ("hat", "1")].map(|(a, b)| (a.into(), b.into()))
+        );
         let out = t.process(record("", "the end")).expect("process");
         assert_eq!(values(&out)[0], ("the".into(), "3".into()));
         assert_eq!(t.processor.processed, 2);
