@@ -41,7 +41,9 @@ pub fn produce(bootstrap: &str, topic: &str, records: impl Iterator<Item = (Vec<
     Ok(())
 }
 
-/// Reads a topic's high watermark (records in partition 0) cheaply and often.
+/// Reads how many records of a topic's partition 0 a `read_committed`
+/// consumer can see (the last stable offset: below an open transaction's
+/// first record), cheaply and often.
 pub struct Watermark {
     consumer: BaseConsumer,
     topic: String,
@@ -49,7 +51,10 @@ pub struct Watermark {
 
 impl Watermark {
     pub fn new(bootstrap: &str, topic: &str) -> anyhow::Result<Self> {
-        let consumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("isolation.level", "read_committed")
+            .create()?;
         Ok(Watermark { consumer, topic: topic.to_string() })
     }
 

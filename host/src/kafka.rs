@@ -17,6 +17,11 @@ pub fn client_config(config: &Config, specific: &BTreeMap<String, String>) -> Cl
     for (k, v) in config.kafka.common.iter().chain(specific) {
         cc.set(k, v);
     }
+    // librdkafka's `debug` contexts log at debug level: let them through
+    // (to `tracing`, which RUST_LOG / --log-level filter) when asked for.
+    if cc.get("debug").is_some() {
+        cc.set_log_level(RDKafkaLogLevel::Debug);
+    }
     cc
 }
 
@@ -42,7 +47,9 @@ impl ClientLog {
     pub fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         use RDKafkaLogLevel::*;
         match level {
-            Emerg | Alert | Critical | Error => tracing::error!(target: "librdkafka", "{fac}: {message}"),
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {message}")
+            }
             Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
             Notice | Info => tracing::info!(target: "librdkafka", "{fac}: {message}"),
             Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
