@@ -7,13 +7,14 @@ use crate::{Config, Context, Header, Output, Processor, Record, State};
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "processor",
+        world: "batch-processor",
         pub_export_macro: true,
         export_macro_name: "__export_processor",
         default_bindings_module: "wasmstream_sdk::guest::bindings",
     });
 }
 
+use crate::packed::{InputBatch, push_output};
 use bindings::wasmstream::processor::{state as host_state, types};
 
 /// Where the `export!` macro keeps the one processor instance of the component.
@@ -42,18 +43,55 @@ impl State for HostState {
 
 const NOT_INITIALISED: &str = "the host called the processor before init";
 
-fn headers_in(headers: Vec<types::Header>) -> Vec<Header> {
-    headers.into_iter().map(|h| Header { key: h.key, value: h.value }).collect()
+fn failed(outputs: Vec<u8>, index: usize, message: String) -> types::BatchOutput {
+    types::BatchOutput { outputs, failure: Some(types::BatchFailure { index: index as u32, message }) }
 }
 
-fn output_out(o: Output) -> types::OutputRecord {
-    types::OutputRecord {
-        topic: o.topic,
-        key: o.key,
-        value: o.value,
-        headers: o.headers.into_iter().map(|h| types::Header { key: h.key, value: h.value }).collect(),
-        timestamp: o.timestamp,
+/// Runs `p` over every record of the packed `batch`, packing what it emits.
+fn process_batch<P: Processor>(p: &mut P, batch: &[u8]) -> types::BatchOutput {
+    // Outputs are usually about the size of the inputs.
+    let mut out = Vec::with_capacity(batch.len());
+    let b = match InputBatch::read(batch) {
+        Ok(b) => b,
+        Err(e) => return failed(out, 0, e.to_string()),
+    };
+    let mut emitted: Vec<Output> = Vec::new();
+    let mut headers: Vec<Header> = Vec::new();
+    for (i, rec) in b.records().enumerate() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => return failed(out, i, e.to_string()),
+        };
+        headers.clear();
+        headers.extend(rec.headers.iter().map(|(k, v)| Header { key: k.to_string(), value: v.map(<[u8]>::to_vec) }));
+        let record = Record {
+            topic: b.topic,
+            partition: b.partition,
+            offset: rec.offset,
+            timestamp: rec.timestamp,
+            key: rec.key,
+            value: rec.value,
+            headers: &headers,
+        };
+        if let Err(e) = p.process(&record, &mut Context::new(&mut HostState, &mut emitted)) {
+            return failed(out, i, e.to_string());
+        }
+        for o in emitted.drain(..) {
+            let hs = o.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
+            let topic = o.topic.as_deref();
+            push_output(
+                &mut out,
+                i as u32,
+                topic,
+                o.timestamp,
+                o.key.as_deref(),
+                o.value.as_deref(),
+                o.headers.len() as u32,
+                hs,
+            );
+        }
     }
+    types::BatchOutput { outputs: out, failure: None }
 }
 
 impl<T: Instance> bindings::Guest for T {
@@ -66,22 +104,10 @@ impl<T: Instance> bindings::Guest for T {
         })
     }
 
-    fn process(input: types::InputRecord) -> Result<Vec<types::OutputRecord>, String> {
-        T::with(|slot| {
-            let p = slot.as_mut().ok_or(NOT_INITIALISED)?;
-            let headers = if input.headers.is_empty() { Vec::new() } else { headers_in(input.headers) };
-            let record = Record {
-                topic: &input.topic,
-                partition: input.partition,
-                offset: input.offset,
-                timestamp: input.timestamp,
-                key: input.key.as_deref(),
-                value: input.value.as_deref(),
-                headers: &headers,
-            };
-            let mut outputs = Vec::new();
-            p.process(&record, &mut Context::new(&mut HostState, &mut outputs)).map_err(|e| e.to_string())?;
-            Ok(outputs.into_iter().map(output_out).collect())
+    fn process_batch(batch: Vec<u8>) -> types::BatchOutput {
+        T::with(|slot| match slot.as_mut() {
+            Some(p) => process_batch(p, &batch),
+            None => failed(Vec::new(), 0, NOT_INITIALISED.into()),
         })
     }
 

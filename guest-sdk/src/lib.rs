@@ -32,8 +32,10 @@
 //!
 //! Layout: [`Processor`] and the record types are here; [`State`] is the
 //! host-managed key-value store; `guest` adapts a `Processor` to the WIT
-//! exports (compiled only for wasm32); [`testing`] runs one natively.
+//! exports (compiled only for wasm32); [`packed`] is the batch buffer format
+//! it shares with the host; [`testing`] runs one natively.
 
+pub mod packed;
 mod record;
 mod state;
 pub mod testing;
@@ -130,7 +132,9 @@ pub trait Processor: Default + 'static {
     }
 }
 
-/// Exports a [`Processor`] type as the component's `wasmstream:processor` world.
+/// Exports a [`Processor`] type as the component's `wasmstream:processor/batch-processor`
+/// world: the host calls it once per batch of records, and it calls
+/// [`Processor::process`] once per record.
 /// Call it once per crate. On non-wasm targets it expands to nothing, so the
 /// same crate can be unit-tested natively with [`testing::TestRunner`].
 #[macro_export]

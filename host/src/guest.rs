@@ -2,8 +2,11 @@
 //! per task.
 //!
 //! Owns everything wasmtime. [`Module`] compiles and type-checks a component
-//! against the `wasmstream:processor` world once (off the hot path) and keeps a
-//! `ProcessorPre`, so a task's [`Instance`] is a cheap instantiation. The guest
+//! against one of the two `wasmstream:processor` worlds once (off the hot
+//! path) and keeps its `InstancePre`, so a task's [`Instance`] is a cheap
+//! instantiation. The host hands records to an instance in packed batches
+//! ([`wasmstream_sdk::packed`]): a `batch-processor` gets the buffer as is, a
+//! `processor` (one typed call per record) gets its records one by one. The guest
 //! reaches the host only through the `state` and `log` imports and a WASI
 //! context with no files, no environment and no network. A guest error (`Err`
 //! from an export) and a trap are told apart; a trap poisons the instance.
@@ -26,12 +29,27 @@ mod bindings {
     });
 }
 
+mod batch_bindings {
+    wasmtime::component::bindgen!({
+        world: "batch-processor",
+        path: "../wit",
+        with: {
+            "wasmstream:processor/types": super::bindings::wasmstream::processor::types,
+            "wasmstream:processor/state": super::bindings::wasmstream::processor::state,
+            "wasmstream:processor/log": super::bindings::wasmstream::processor::log,
+        },
+    });
+}
+
+use batch_bindings::{BatchProcessor, BatchProcessorPre};
 pub use bindings::wasmstream::processor::types::{Header, InputRecord, OutputRecord};
 use bindings::wasmstream::processor::{log, state};
 use bindings::{Processor, ProcessorPre};
+use wasmstream_sdk::packed::{self, FormatError, InputBatch};
 
-/// The WIT world a module must implement, for messages.
-pub const WORLD: &str = "wasmstream:processor/processor@0.1.0";
+/// The WIT worlds a module may implement, for messages.
+pub const BATCH_WORLD: &str = "wasmstream:processor/batch-processor@0.1.0";
+pub const RECORD_WORLD: &str = "wasmstream:processor/processor@0.1.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
@@ -41,7 +59,7 @@ pub enum GuestError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid WebAssembly component: {message}")]
     Compile { path: PathBuf, message: String },
-    #[error("{path} does not implement the {WORLD} world: {message}")]
+    #[error("{path} implements neither the {BATCH_WORLD} nor the {RECORD_WORLD} world: {message}")]
     World { path: PathBuf, message: String },
     #[error("instantiating the processor failed: {0}")]
     Instantiate(String),
@@ -126,7 +144,7 @@ impl bindings::wasmstream::processor::types::Host for TaskData {}
 #[derive(Clone)]
 pub struct Module {
     engine: Engine,
-    pre: ProcessorPre<TaskData>,
+    pre: Pre,
     /// SHA-256 of the component file, hex.
     pub digest: String,
     pub path: PathBuf,
@@ -147,6 +165,14 @@ pub fn engine() -> Result<Engine, GuestError> {
 }
 
 impl Module {
+    /// The WIT world the component implements.
+    pub fn world(&self) -> &'static str {
+        match self.pre {
+            Pre::Batch(_) => BATCH_WORLD,
+            Pre::Record(_) => RECORD_WORLD,
+        }
+    }
+
     /// Reads, compiles and links the component at `path`.
     pub fn load(engine: &Engine, path: &Path, max_memory_bytes: u64) -> Result<Module, GuestError> {
         let bytes = std::fs::read(path).map_err(|source| GuestError::Read { path: path.to_path_buf(), source })?;
@@ -158,7 +184,22 @@ impl Module {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| GuestError::Engine(describe(&e)))?;
         Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |d| d).map_err(|e| GuestError::Engine(describe(&e)))?;
         let pre = linker.instantiate_pre(&component).map_err(world)?;
-        let pre = ProcessorPre::new(pre).map_err(world)?;
+        let pre = match BatchProcessorPre::new(pre.clone()) {
+            Ok(batch) => Pre::Batch(batch),
+            Err(batch_err) => match ProcessorPre::new(pre) {
+                Ok(record) => Pre::Record(record),
+                Err(record_err) => {
+                    return Err(GuestError::World {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "as a batch-processor: {}; as a processor: {}",
+                            describe(&batch_err),
+                            describe(&record_err)
+                        ),
+                    });
+                }
+            },
+        };
         Ok(Module {
             engine: engine.clone(),
             pre,
@@ -188,7 +229,11 @@ impl Module {
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| GuestError::Instantiate(describe(&e)))?;
+        let bindings = match &self.pre {
+            Pre::Batch(pre) => pre.instantiate(&mut store).map(Bindings::Batch),
+            Pre::Record(pre) => pre.instantiate(&mut store).map(|b| Bindings::Record(b, Box::default())),
+        }
+        .map_err(|e| GuestError::Instantiate(describe(&e)))?;
         let mut instance = Instance { store, bindings };
         instance.init(config)?;
         Ok(instance)
@@ -199,10 +244,43 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The world a module implements, ready to instantiate.
+#[derive(Clone)]
+enum Pre {
+    Batch(BatchProcessorPre<TaskData>),
+    Record(ProcessorPre<TaskData>),
+}
+
+/// An instance's exports.
+enum Bindings {
+    Batch(BatchProcessor),
+    /// With the input record handed to the guest, reused so that its buffers
+    /// are allocated once, not per record.
+    Record(Processor, Box<Scratch>),
+}
+
+#[derive(Default)]
+struct Scratch {
+    record: Option<InputRecord>,
+}
+
 /// One processor instance, owned by one task.
 pub struct Instance {
     store: Store<TaskData>,
-    bindings: Processor,
+    bindings: Bindings,
+}
+
+/// The record of a batch at which the guest stopped with an error.
+#[derive(Debug)]
+pub struct BatchFailure {
+    /// Its index in the batch: the records before it were processed, their
+    /// outputs are in the outputs buffer; its own outputs are not.
+    pub index: u32,
+    pub error: GuestError,
+}
+
+fn malformed(e: FormatError) -> GuestError {
+    GuestError::Guest { export: "process-batch", message: e.to_string() }
 }
 
 /// Splits an export's outcome into the two failure kinds.
@@ -216,22 +294,77 @@ fn outcome<T>(export: &'static str, r: wasmtime::Result<Result<T, String>>) -> R
 
 impl Instance {
     fn init(&mut self, config: &[(String, String)]) -> Result<(), GuestError> {
-        let r = self.bindings.call_init(&mut self.store, &config.to_vec());
+        let config = config.to_vec();
+        let r = match &self.bindings {
+            Bindings::Batch(b) => b.call_init(&mut self.store, &config),
+            Bindings::Record(b, _) => b.call_init(&mut self.store, &config),
+        };
         outcome("init", r)
     }
 
-    pub fn process(&mut self, record: &InputRecord) -> Result<Vec<OutputRecord>, GuestError> {
-        let r = self.bindings.call_process(&mut self.store, record);
-        outcome("process", r)
+    /// Processes a packed input batch (see [`packed`]), writing the packed
+    /// outputs into `outputs`. `Ok(Some(failure))`: the guest stopped at a
+    /// record; `Err`: the call itself failed (a trap poisons the instance).
+    pub fn process_batch(&mut self, batch: &[u8], outputs: &mut Vec<u8>) -> Result<Option<BatchFailure>, GuestError> {
+        outputs.clear();
+        match &mut self.bindings {
+            Bindings::Batch(b) => {
+                let out = b
+                    .call_process_batch(&mut self.store, batch)
+                    .map_err(|e| GuestError::Trap { export: "process-batch", message: describe(&e) })?;
+                *outputs = out.outputs;
+                Ok(out.failure.map(|f| BatchFailure {
+                    index: f.index,
+                    error: GuestError::Guest { export: "process-batch", message: f.message },
+                }))
+            }
+            Bindings::Record(b, scratch) => {
+                let batch = InputBatch::read(batch).map_err(malformed)?;
+                for (i, rec) in batch.records().enumerate() {
+                    let rec = rec.map_err(malformed)?;
+                    let input = scratch.fill(batch.topic, batch.partition, &rec);
+                    match outcome("process", b.call_process(&mut self.store, input)) {
+                        Ok(outs) => {
+                            for o in &outs {
+                                let hs = o.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
+                                let (key, value) = (o.key.as_deref(), o.value.as_deref());
+                                let n = o.headers.len() as u32;
+                                packed::push_output(
+                                    outputs,
+                                    i as u32,
+                                    o.topic.as_deref(),
+                                    o.timestamp,
+                                    key,
+                                    value,
+                                    n,
+                                    hs,
+                                );
+                            }
+                        }
+                        Err(error @ GuestError::Guest { .. }) => {
+                            return Ok(Some(BatchFailure { index: i as u32, error }));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(None)
+            }
+        }
     }
 
     pub fn snapshot(&mut self) -> Result<Vec<u8>, GuestError> {
-        let r = self.bindings.call_snapshot(&mut self.store).map(Ok);
-        outcome("snapshot", r)
+        let r = match &self.bindings {
+            Bindings::Batch(b) => b.call_snapshot(&mut self.store),
+            Bindings::Record(b, _) => b.call_snapshot(&mut self.store),
+        };
+        outcome("snapshot", r.map(Ok))
     }
 
     pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), GuestError> {
-        let r = self.bindings.call_restore(&mut self.store, snapshot);
+        let r = match &self.bindings {
+            Bindings::Batch(b) => b.call_restore(&mut self.store, snapshot),
+            Bindings::Record(b, _) => b.call_restore(&mut self.store, snapshot),
+        };
         outcome("restore", r)
     }
 
@@ -243,5 +376,43 @@ impl Instance {
     /// Gives the task's state store back (the instance is dropped).
     pub fn into_store(self) -> TaskStore {
         self.store.into_data().store
+    }
+}
+
+impl Scratch {
+    /// The typed record for `rec`, in buffers reused from the last one.
+    fn fill(&mut self, topic: &str, partition: i32, rec: &packed::InputRef<'_>) -> &InputRecord {
+        let r = self.record.get_or_insert_with(|| InputRecord {
+            topic: String::new(),
+            partition,
+            offset: 0,
+            timestamp: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        });
+        if r.topic != topic {
+            r.topic.clear();
+            r.topic.push_str(topic);
+        }
+        r.partition = partition;
+        r.offset = rec.offset;
+        r.timestamp = rec.timestamp;
+        copy_into(&mut r.key, rec.key);
+        copy_into(&mut r.value, rec.value);
+        r.headers.clear();
+        r.headers.extend(rec.headers.iter().map(|(k, v)| Header { key: k.to_string(), value: v.map(<[u8]>::to_vec) }));
+        r
+    }
+}
+
+fn copy_into(dst: &mut Option<Vec<u8>>, src: Option<&[u8]>) {
+    match (dst.as_mut(), src) {
+        (Some(d), Some(s)) => {
+            d.clear();
+            d.extend_from_slice(s);
+        }
+        (None, Some(s)) => *dst = Some(s.to_vec()),
+        (_, None) => *dst = None,
     }
 }

@@ -172,7 +172,7 @@ fn check(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
         config.processing_guarantee,
         module.path.display(),
         module.digest,
-        wasmstream::guest::WORLD
+        module.world()
     );
     Ok(())
 }

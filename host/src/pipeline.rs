@@ -170,7 +170,8 @@ impl Tasks {
         Ok(())
     }
 
-    fn process(
+    /// Hands one record to its task's batch (which may process the batch).
+    fn enqueue(
         &mut self,
         msg: &BorrowedMessage<'_>,
         consumer: &BaseConsumer<SourceContext>,
@@ -180,22 +181,52 @@ impl Tasks {
             // Fetched before a revoke took effect: the next owner processes it.
             return Ok(());
         };
-        match task.process(msg, &mut self.sink) {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
+        let r = task.enqueue(msg, &mut self.sink);
+        self.processed(partition, r, consumer)
+    }
+
+    /// Whether any task has records waiting for the guest.
+    fn has_batches(&self) -> bool {
+        self.by_partition.values().any(Task::has_batch)
+    }
+
+    /// Processes every task's waiting batch.
+    fn flush_batches(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<(), PipelineError> {
+        let waiting: Vec<i32> = self.by_partition.iter().filter(|(_, t)| t.has_batch()).map(|(p, _)| *p).collect();
+        for p in waiting {
+            let Some(task) = self.by_partition.get_mut(&p) else { continue };
+            let r = task.flush(&mut self.sink);
+            self.processed(p, r, consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Bookkeeping after a task processed `r` records.
+    fn processed(
+        &mut self,
+        partition: i32,
+        r: Result<u64, TaskError>,
+        consumer: &BaseConsumer<SourceContext>,
+    ) -> Result<(), PipelineError> {
+        let n = match r {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
             // Under exactly-once a failed send poisons only the transaction.
             Err(TaskError::Sink(e)) if self.guarantee == ProcessingGuarantee::ExactlyOnce && !e.is_fatal() => {
                 return self.rollback(consumer, e);
             }
             Err(e) => return Err(e.into()),
-        }
+        };
+        self.records += n;
         let Some(task) = self.by_partition.get_mut(&partition) else { return Ok(()) };
-        self.records += 1;
         match self.guarantee {
             ProcessingGuarantee::None => {
-                consumer
-                    .store_offset_from_message(msg)
-                    .map_err(|source| PipelineError::Kafka { what: "storing the consumed offset", source })?;
+                for (topic, next) in task.positions() {
+                    // librdkafka stores `offset + 1`: the next record to read.
+                    consumer
+                        .store_offset(topic, partition, next - 1)
+                        .map_err(|source| PipelineError::Kafka { what: "storing the consumed offset", source })?;
+                }
             }
             _ => {
                 if task.dirty_state_bytes() > self.cache_max_bytes {
@@ -214,6 +245,8 @@ impl Tasks {
         reason: Reason,
         only: Option<&BTreeSet<i32>>,
     ) -> Result<(), PipelineError> {
+        // What was fetched before the checkpoint is processed before it.
+        self.flush_batches(consumer)?;
         self.cache_full = false;
         let only = if self.guarantee == ProcessingGuarantee::ExactlyOnce { None } else { only };
         let selected = |p: &i32| only.is_none_or(|o| o.contains(p));
@@ -575,10 +608,13 @@ fn process_until_stopped(
     let ctx = consumer.context();
     let mut next_checkpoint = Instant::now() + config.commit_interval;
     let mut until_clock = CLOCK_EVERY;
+    // Records wait in their task's batch while the consumer has more at hand;
+    // the batch goes to the guest when full or when the consumer has none.
+    let mut batched = false;
     while !shutdown.is_triggered() {
         // The rebalance callback runs inside `poll` and takes the tasks' lock:
         // it must not be held here.
-        let polled = consumer.poll(POLL_TIMEOUT);
+        let polled = consumer.poll(if batched { Duration::ZERO } else { POLL_TIMEOUT });
         let mut tasks = ctx.tasks();
         if let Some(e) = tasks.fatal.take() {
             return Err(e);
@@ -586,7 +622,7 @@ fn process_until_stopped(
         let idle = match polled {
             None => true,
             Some(Ok(msg)) => {
-                tasks.process(&msg, consumer)?;
+                tasks.enqueue(&msg, consumer)?;
                 false
             }
             Some(Err(e)) => {
@@ -594,6 +630,10 @@ fn process_until_stopped(
                 true
             }
         };
+        if idle {
+            tasks.flush_batches(consumer)?;
+        }
+        batched = tasks.has_batches();
         until_clock -= 1;
         if idle || until_clock == 0 || tasks.cache_full {
             until_clock = CLOCK_EVERY;
@@ -608,6 +648,7 @@ fn process_until_stopped(
         }
     }
     let mut tasks = ctx.tasks();
+    tasks.flush_batches(consumer)?;
     if tasks.by_partition.values().any(Task::is_dirty) {
         tracing::info!("stopping: taking a final checkpoint");
         tasks.checkpoint(consumer, Reason::Shutdown, None)?;

@@ -21,8 +21,8 @@ use rdkafka::message::{Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use crate::config::Config;
-use crate::guest::OutputRecord;
 use crate::kafka::{ClientLog, SetIfAbsent, client_config};
+use wasmstream_sdk::packed::OutputRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -164,8 +164,8 @@ impl Sink {
 
     /// The index among the configured outputs of the topic an output goes
     /// to, or `None` if it names another.
-    pub fn route(&self, out: &OutputRecord) -> Option<usize> {
-        match &out.topic {
+    pub fn route(&self, topic: Option<&str>) -> Option<usize> {
+        match topic {
             None => (!self.outputs.is_empty()).then_some(0),
             Some(t) => self.outputs.iter().position(|o| o == t),
         }
@@ -187,23 +187,23 @@ impl Sink {
 
     /// Queues one output record for output topic `output` (see [`Sink::route`]);
     /// waits while the local queue is full.
-    pub fn send(&mut self, output: usize, out: &OutputRecord, input_timestamp: Option<i64>) -> Result<(), SinkError> {
+    pub fn send(&mut self, output: usize, out: &OutputRef<'_>, input_timestamp: Option<i64>) -> Result<(), SinkError> {
         self.begin_if_needed()?;
         let topic = self.outputs[output].as_str();
         let mut record = BaseRecord::with_opaque_to(topic, OPAQUE_OUTPUT);
-        if let Some(k) = &out.key {
-            record = record.key(k.as_slice());
+        if let Some(k) = out.key {
+            record = record.key(k);
         }
-        if let Some(v) = &out.value {
-            record = record.payload(v.as_slice());
+        if let Some(v) = out.value {
+            record = record.payload(v);
         }
         if let Some(ts) = out.timestamp.or(input_timestamp) {
             record = record.timestamp(ts);
         }
         if !out.headers.is_empty() {
-            let mut h = OwnedHeaders::new_with_capacity(out.headers.len());
-            for header in &out.headers {
-                h = h.insert(KafkaHeader { key: &header.key, value: header.value.as_deref() });
+            let mut h = OwnedHeaders::new_with_capacity(out.headers.len() as usize);
+            for (key, value) in out.headers.iter() {
+                h = h.insert(KafkaHeader { key, value });
             }
             record = record.headers(h);
         }

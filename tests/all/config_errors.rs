@@ -79,5 +79,9 @@ fn component_of_another_world_is_one_line_naming_the_world() {
     // An empty component: it exports nothing, so not `process` either.
     let empty = b"\0asm\x0d\0\x01\0";
     let (code, err) = run_config(&config("", Path::new("other.wasm")), &[("other.wasm", empty)]);
-    assert_one_line(code, &err, "other.wasm does not implement the wasmstream:processor/processor@0.1.0 world");
+    assert_one_line(
+        code,
+        &err,
+        "other.wasm implements neither the wasmstream:processor/batch-processor@0.1.0 nor the wasmstream:processor/processor@0.1.0 world: as a batch-processor: no export `init` found",
+    );
 }

@@ -7,3 +7,4 @@ mod config_errors;
 mod eos;
 mod pipeline;
 mod support;
+mod worlds;

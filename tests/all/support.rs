@@ -115,6 +115,11 @@ pub fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) 
 
 /// Produces `(key, value)` records and waits until all are acknowledged.
 pub fn produce(topic: &str, records: &[(String, String)]) {
+    produce_bytes(topic, records.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+}
+
+/// [`produce`] for keys and values that need not be UTF-8.
+pub fn produce_bytes<'a>(topic: &str, records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
     let p: BaseProducer =
         ClientConfig::new().set("bootstrap.servers", bootstrap()).set("linger.ms", "2").create().expect("producer");
     for (k, v) in records {

@@ -1,0 +1,393 @@
+//! The buffer format of the `batch-processor` world's `process-batch` export
+//! (`wit/processor.wit`), shared by the host (which writes input batches and
+//! reads outputs) and the SDK (which does the opposite).
+//!
+//! Why a buffer and not typed records: the canonical ABI copies a `list<u8>`
+//! in one go but lowers a typed record field by field, with a call into the
+//! guest's allocator per list. Measured with callgrind (`wasmstream-bench
+//! micro`), a 16-byte key + 100-byte value record costs ~9,000 instructions
+//! through `process(input-record)`, ~2,800 through typed spans over one
+//! buffer, ~1,600 packed like this.
+//!
+//! Every integer is little-endian; a length of -1 means "none" (no key, no
+//! value), a timestamp of `i64::MIN` means "none".
+//!
+//! ```text
+//! input batch := topic-len:u32 topic partition:i32 count:u32 input*count
+//! input       := offset:i64 timestamp:i64 key-len:i32 value-len:i32 header-count:u32
+//!                key value header*header-count
+//! outputs     := output*            (until the end of the buffer)
+//! output      := input:u32 topic-len:i32 topic timestamp:i64 key-len:i32 value-len:i32
+//!                header-count:u32 key value header*header-count
+//! header      := key-len:u32 key value-len:i32 value
+//! ```
+//!
+//! `input` of an output is the index in the batch of the record that produced
+//! it; outputs come in input order. A topic of -1 is the first configured
+//! output topic. Header keys and topics are UTF-8.
+
+use core::fmt;
+
+/// A timestamp of `i64::MIN` in the buffer: none.
+pub const NO_TIMESTAMP: i64 = i64::MIN;
+
+/// A malformed buffer: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError {
+    pub at: usize,
+    pub what: &'static str,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed batch buffer at byte {}: {}", self.at, self.what)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+fn put_u32(buf: &mut Vec<u8>, v: u32) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_i32(buf: &mut Vec<u8>, v: i32) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_i64(buf: &mut Vec<u8>, v: i64) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn len_of(f: Option<&[u8]>) -> i32 {
+    // Kafka caps a record far below 2 GiB; a longer field would be a host bug.
+    f.map_or(-1, |f| i32::try_from(f.len()).expect("field longer than 2 GiB"))
+}
+
+fn put_headers<'h>(buf: &mut Vec<u8>, headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>) {
+    for (k, v) in headers {
+        put_u32(buf, k.len() as u32);
+        buf.extend_from_slice(k.as_bytes());
+        put_i32(buf, len_of(v));
+        buf.extend_from_slice(v.unwrap_or_default());
+    }
+}
+
+/// Writes an input batch: [`InputWriter::begin`], then [`InputWriter::push`]
+/// per record. The buffer is reused from batch to batch.
+#[derive(Debug, Default)]
+pub struct InputWriter {
+    buf: Vec<u8>,
+    count: u32,
+    count_at: usize,
+}
+
+impl InputWriter {
+    /// Starts a new batch of records from one topic partition.
+    pub fn begin(&mut self, topic: &str, partition: i32) {
+        self.buf.clear();
+        put_u32(&mut self.buf, topic.len() as u32);
+        self.buf.extend_from_slice(topic.as_bytes());
+        put_i32(&mut self.buf, partition);
+        self.count_at = self.buf.len();
+        put_u32(&mut self.buf, 0);
+        self.count = 0;
+    }
+
+    /// Appends one record; `headers` are (key, value) pairs.
+    pub fn push<'h>(
+        &mut self,
+        offset: i64,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        header_count: u32,
+        headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) {
+        let b = &mut self.buf;
+        put_i64(b, offset);
+        put_i64(b, timestamp.unwrap_or(NO_TIMESTAMP));
+        put_i32(b, len_of(key));
+        put_i32(b, len_of(value));
+        put_u32(b, header_count);
+        b.extend_from_slice(key.unwrap_or_default());
+        b.extend_from_slice(value.unwrap_or_default());
+        put_headers(b, headers);
+        self.count += 1;
+        self.buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes in the batch.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Empties the batch (its records are dropped, not processed).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.count = 0;
+    }
+}
+
+/// Appends one output record to `buf` (the outputs of a batch, in input order).
+#[allow(clippy::too_many_arguments)]
+pub fn push_output<'h>(
+    buf: &mut Vec<u8>,
+    input: u32,
+    topic: Option<&str>,
+    timestamp: Option<i64>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    header_count: u32,
+    headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
+) {
+    put_u32(buf, input);
+    put_i32(buf, len_of(topic.map(str::as_bytes)));
+    buf.extend_from_slice(topic.unwrap_or_default().as_bytes());
+    put_i64(buf, timestamp.unwrap_or(NO_TIMESTAMP));
+    put_i32(buf, len_of(key));
+    put_i32(buf, len_of(value));
+    put_u32(buf, header_count);
+    buf.extend_from_slice(key.unwrap_or_default());
+    buf.extend_from_slice(value.unwrap_or_default());
+    put_headers(buf, headers);
+}
+
+/// A cursor over a buffer; every read checks bounds.
+#[derive(Debug, Clone)]
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, what: &'static str) -> FormatError {
+        FormatError { at: self.at, what }
+    }
+
+    fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| self.err(what))?;
+        let b = &self.buf[self.at..end];
+        self.at = end;
+        Ok(b)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FormatError> {
+        let b = self.bytes(N, what)?;
+        let mut a = [0; N];
+        a.copy_from_slice(b);
+        Ok(a)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+
+    fn i32(&mut self, what: &'static str) -> Result<i32, FormatError> {
+        self.array(what).map(i32::from_le_bytes)
+    }
+
+    fn i64(&mut self, what: &'static str) -> Result<i64, FormatError> {
+        self.array(what).map(i64::from_le_bytes)
+    }
+
+    fn optional(&mut self, len: i32, what: &'static str) -> Result<Option<&'a [u8]>, FormatError> {
+        match len {
+            -1 => Ok(None),
+            n if n >= 0 => self.bytes(n as usize, what).map(Some),
+            _ => Err(self.err(what)),
+        }
+    }
+
+    fn str(&mut self, n: usize, what: &'static str) -> Result<&'a str, FormatError> {
+        let at = self.at;
+        let b = self.bytes(n, what)?;
+        core::str::from_utf8(b).map_err(|_| FormatError { at, what: "a topic or header key is not UTF-8" })
+    }
+
+    fn at_end(&self) -> bool {
+        self.at >= self.buf.len()
+    }
+}
+
+/// The headers of one record, read lazily from the buffer.
+#[derive(Debug, Clone)]
+pub struct HeadersRef<'a> {
+    count: u32,
+    r: Reader<'a>,
+}
+
+impl<'a> HeadersRef<'a> {
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The (key, value) pairs; the buffer was checked when the record was read.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + use<'a> {
+        let mut r = self.r.clone();
+        (0..self.count).map_while(move |_| read_header(&mut r).ok())
+    }
+}
+
+fn read_header<'a>(r: &mut Reader<'a>) -> Result<(&'a str, Option<&'a [u8]>), FormatError> {
+    let klen = r.u32("header key length")? as usize;
+    let k = r.str(klen, "header key")?;
+    let vlen = r.i32("header value length")?;
+    Ok((k, r.optional(vlen, "header value")?))
+}
+
+/// Reads `count` headers (checking them) and returns them as a lazy view.
+fn headers<'a>(r: &mut Reader<'a>, count: u32) -> Result<HeadersRef<'a>, FormatError> {
+    let start = r.clone();
+    for _ in 0..count {
+        read_header(r)?;
+    }
+    Ok(HeadersRef { count, r: start })
+}
+
+/// One input record of a batch, borrowed from the buffer.
+#[derive(Debug, Clone)]
+pub struct InputRef<'a> {
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: HeadersRef<'a>,
+}
+
+/// An input batch: its topic partition and its records.
+#[derive(Debug, Clone)]
+pub struct InputBatch<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub count: u32,
+    r: Reader<'a>,
+}
+
+impl<'a> InputBatch<'a> {
+    pub fn read(buf: &'a [u8]) -> Result<Self, FormatError> {
+        let mut r = Reader { buf, at: 0 };
+        let tlen = r.u32("topic length")? as usize;
+        let topic = r.str(tlen, "topic")?;
+        let partition = r.i32("partition")?;
+        let count = r.u32("record count")?;
+        Ok(InputBatch { topic, partition, count, r })
+    }
+
+    /// The records in order; a malformed one ends the iteration with its error.
+    pub fn records(&self) -> impl Iterator<Item = Result<InputRef<'a>, FormatError>> + use<'a> {
+        let mut r = self.r.clone();
+        (0..self.count).map(move |_| {
+            let offset = r.i64("offset")?;
+            let ts = r.i64("timestamp")?;
+            let klen = r.i32("key length")?;
+            let vlen = r.i32("value length")?;
+            let hcount = r.u32("header count")?;
+            let key = r.optional(klen, "key")?;
+            let value = r.optional(vlen, "value")?;
+            let headers = headers(&mut r, hcount)?;
+            Ok(InputRef { offset, timestamp: (ts != NO_TIMESTAMP).then_some(ts), key, value, headers })
+        })
+    }
+}
+
+/// One output record, borrowed from the outputs buffer.
+#[derive(Debug, Clone)]
+pub struct OutputRef<'a> {
+    pub input: u32,
+    pub topic: Option<&'a str>,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: HeadersRef<'a>,
+}
+
+/// The outputs in `buf`, in order; a malformed one ends the iteration with its error.
+pub fn read_outputs(buf: &[u8]) -> impl Iterator<Item = Result<OutputRef<'_>, FormatError>> {
+    let mut r = Reader { buf, at: 0 };
+    let mut failed = false;
+    core::iter::from_fn(move || {
+        if failed || r.at_end() {
+            return None;
+        }
+        let out = (|| {
+            let input = r.u32("input index")?;
+            let tlen = r.i32("topic length")?;
+            let topic = match tlen {
+                -1 => None,
+                n if n >= 0 => Some(r.str(n as usize, "topic")?),
+                _ => return Err(r.err("topic length")),
+            };
+            let ts = r.i64("timestamp")?;
+            let klen = r.i32("key length")?;
+            let vlen = r.i32("value length")?;
+            let hcount = r.u32("header count")?;
+            let key = r.optional(klen, "key")?;
+            let value = r.optional(vlen, "value")?;
+            let headers = headers(&mut r, hcount)?;
+            Ok(OutputRef { input, topic, timestamp: (ts != NO_TIMESTAMP).then_some(ts), key, value, headers })
+        })();
+        failed = out.is_err();
+        Some(out)
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_batch_round_trips() {
+        let mut w = InputWriter::default();
+        w.begin("in", 3);
+        w.push(7, Some(1000), Some(b"k"), Some(b"v1"), 0, core::iter::empty());
+        let hs: [(&str, Option<&[u8]>); 2] = [("h", Some(b"x")), ("n", None)];
+        w.push(8, None, None, Some(b""), 2, hs.iter().copied());
+        let b = InputBatch::read(w.as_bytes()).unwrap();
+        assert_eq!((b.topic, b.partition, b.count), ("in", 3, 2));
+        let recs: Vec<_> = b.records().collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            (recs[0].offset, recs[0].timestamp, recs[0].key, recs[0].value),
+            (7, Some(1000), Some(&b"k"[..]), Some(&b"v1"[..]))
+        );
+        assert_eq!((recs[1].offset, recs[1].timestamp, recs[1].key, recs[1].value), (8, None, None, Some(&b""[..])));
+        assert_eq!(recs[1].headers.iter().collect::<Vec<_>>(), hs.to_vec());
+        // Reused: begin starts over.
+        w.begin("other", 0);
+        assert_eq!(InputBatch::read(w.as_bytes()).unwrap().count, 0);
+    }
+
+    #[test]
+    fn outputs_round_trip_and_truncation_is_an_error() {
+        let mut buf = Vec::new();
+        push_output(&mut buf, 0, None, None, Some(b"k"), Some(b"V"), 0, core::iter::empty());
+        push_output(&mut buf, 2, Some("t2"), Some(5), None, None, 1, [("h", None)].into_iter());
+        let outs: Vec<_> = read_outputs(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            (outs[0].input, outs[0].topic, outs[0].key, outs[0].value),
+            (0, None, Some(&b"k"[..]), Some(&b"V"[..]))
+        );
+        assert_eq!((outs[1].input, outs[1].topic, outs[1].timestamp), (2, Some("t2"), Some(5)));
+        assert_eq!(outs[1].headers.iter().collect::<Vec<_>>(), vec![("h", None)]);
+        let cut = &buf[..buf.len() - 3];
+        let last = read_outputs(cut).last().unwrap();
+        assert!(last.is_err(), "{last:?}");
+    }
+}
