@@ -62,3 +62,35 @@ impl Watermark {
         self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5)).map_or(0, |(_, h)| h)
     }
 }
+
+/// Reads `topic` (partition 0, read_committed) from the beginning until
+/// `n` records arrived (or 120 s passed) and returns each key's last value:
+/// for a word count, the final count of every word.
+pub fn last_values(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+) -> anyhow::Result<std::collections::HashMap<Vec<u8>, Vec<u8>>> {
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{topic}-verify"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let mut last = std::collections::HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = 0;
+    while seen < n {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{topic}: {seen} of {n} records within 120 s");
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            last.insert(m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec());
+            seen += 1;
+        }
+    }
+    Ok(last)
+}

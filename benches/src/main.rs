@@ -10,6 +10,7 @@
 //! `scripts/bench` builds everything in release mode, starts a broker and runs both.
 
 mod kafka;
+mod kstreams;
 mod micro;
 mod throughput;
 

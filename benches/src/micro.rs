@@ -1,11 +1,15 @@
-//! The guest call alone: no Kafka, no RocksDB writes, 100-byte values.
+//! The guest call alone, no Kafka: ns per 16-byte key + 100-byte value
+//! record through the product's path (`wasmstream::guest`, batches as the
+//! tasks send them), the same logic compiled into the host, the state
+//! imports, and the ABI shapes the batch format was chosen among.
+//! `--only NAME` runs one measurement (for `valgrind --tool=callgrind`).
 
 use std::time::Instant;
 
-use wasmstream::guest::Module;
+use wasmstream::guest::{Instance, Module};
 use wasmstream_sdk::packed::InputWriter;
+use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 mod batch {
@@ -20,97 +24,135 @@ pub struct Args {
     /// Directory of the built guest components.
     #[arg(long, default_value = "target/guests/wasm32-wasip2/guest")]
     guests: std::path::PathBuf,
+    /// Only this measurement: product, native, count, typed, typed-list,
+    /// spans, packed.
+    #[arg(long)]
+    only: Option<String>,
 }
 
+/// Records per call of the ABI-shape comparison.
 const BATCH: usize = 64;
 
 fn value(i: usize) -> Vec<u8> {
     (0..100).map(|j| b'a' + ((i + j) % 26) as u8).collect()
 }
 
+/// Runs `f` (which handles `per_call` records) often enough for `n` records
+/// and prints ns per record, unless `--only` names another measurement.
+fn time(
+    args: &Args,
+    name: &str,
+    label: &str,
+    per_call: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    if args.only.as_deref().is_some_and(|o| o != name) {
+        return Ok(f64::NAN);
+    }
+    let calls = (args.records / per_call).max(1);
+    let t = Instant::now();
+    for _ in 0..calls {
+        f()?;
+    }
+    let ns = t.elapsed().as_nanos() as f64 / (calls * per_call) as f64;
+    println!("  {label:<58} {ns:>7.0} ns/record");
+    Ok(ns)
+}
+
+/// A product-path instance of `module` with a fresh state store.
+fn instance(module: &Module, dir: &std::path::Path) -> anyhow::Result<Instance> {
+    let (store, _) = wasmstream::state::TaskStore::open(dir, false)?;
+    Ok(module.instantiate(store, "bench".into(), &[])?)
+}
+
+/// One batch call through the product path; fails if the guest did.
+fn call(inst: &mut Instance, batch: &[u8], outputs: &mut Vec<u8>) -> anyhow::Result<()> {
+    let failure = inst.process_batch(batch, outputs)?;
+    anyhow::ensure!(failure.is_none(), "the processor failed: {failure:?}");
+    std::hint::black_box(outputs);
+    Ok(())
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let n = args.records;
-    println!("guest call, {n} records of 16-byte key + 100-byte value (lower is better)");
-
-    // 1. The product's own path: wasmstream::guest with the uppercase example.
+    println!("guest call, {} records of 16-byte key + 100-byte value (lower is better)", args.records);
     let engine = wasmstream::guest::engine()?;
-    let module = Module::load(&engine, &args.guests.join("uppercase.wasm"), 1 << 30)?;
     let dir = tempfile::tempdir()?;
-    let (store, _) = wasmstream::state::TaskStore::open(dir.path(), false)?;
-    let mut inst = module.instantiate(store, "bench".into(), &[])?;
-    // Batches of MAX_BATCH_RECORDS, as the host's tasks send them.
-    let per_batch = wasmstream::task::MAX_BATCH_RECORDS as usize;
-    let mut batch = InputWriter::default();
-    batch.begin("in", 0);
-    for i in 0..per_batch {
-        batch.push(i as i64, Some(0), Some(b"key-000000000000"), Some(&value(i)), 0, std::iter::empty());
-    }
-    let mut outputs = Vec::new();
-    let t = Instant::now();
-    for _ in 0..n / per_batch {
-        let failure = inst.process_batch(batch.as_bytes(), &mut outputs)?;
-        anyhow::ensure!(failure.is_none(), "uppercase failed: {failure:?}");
-        std::hint::black_box(&outputs);
-    }
-    let host_path = t.elapsed().as_nanos() as f64 / (n / per_batch * per_batch) as f64;
-    println!("  wasmstream::guest, uppercase example, {per_batch}/call      {host_path:>8.0} ns/record");
-    let values: Vec<Vec<u8>> = (0..26).map(value).collect();
-    let t = Instant::now();
-    for i in 0..n {
-        std::hint::black_box(uppercase::upper(std::hint::black_box(&values[i % 26])));
-    }
-    let native = t.elapsed().as_nanos() as f64 / n as f64;
-    println!("  the same logic compiled into the host              {native:>8.0} ns/record");
 
-    // 2. One call per record vs. one call per 64 records, same logic.
-    let engine = Engine::default();
+    // 1. The product's path, in batches as the tasks send them.
+    let per_batch = wasmstream::task::MAX_BATCH_RECORDS as usize;
+    let batch_of = |keys: &mut dyn FnMut(usize) -> Vec<u8>| {
+        let mut w = InputWriter::default();
+        w.begin("in", 0);
+        for i in 0..per_batch {
+            w.push(i as i64, Some(0), Some(&keys(i)), Some(&value(i)), 0, std::iter::empty());
+        }
+        w
+    };
+    let same_key = batch_of(&mut |_| b"key-000000000000".to_vec());
+    let mut outputs = Vec::new();
+    let uppercase = Module::load(&engine, &args.guests.join("uppercase.wasm"), 1 << 30)?;
+    let mut inst = instance(&uppercase, &dir.path().join("upper"))?;
+    let wasm =
+        time(args, "product", &format!("uppercase example (WASM), {per_batch} records/call"), per_batch, || {
+            call(&mut inst, same_key.as_bytes(), &mut outputs)
+        })?;
+    let native = Module::native::<uppercase::Uppercase>(&engine, "uppercase");
+    let mut inst = instance(&native, &dir.path().join("native"))?;
+    let native = time(args, "native", "the same, compiled into the host", per_batch, || {
+        call(&mut inst, same_key.as_bytes(), &mut outputs)
+    })?;
+    if !wasm.is_nan() && !native.is_nan() {
+        println!("  {:<58} {:>7.2}", "WASM / native, records/s", native / wasm);
+    }
+    // The count example: one state get and one put per record, new keys
+    // every batch (a batch's 256 keys, then the next 256).
+    let count = Module::load(&engine, &args.guests.join("count.wasm"), 1 << 30)?;
+    let mut inst = instance(&count, &dir.path().join("count"))?;
+    let mut round = 0;
+    let mut batches: Vec<InputWriter> = Vec::new();
+    let counted = time(args, "count", "count example (state get + put per record)", per_batch, || {
+        if batches.len() < 64 {
+            let r = round;
+            batches.push(batch_of(&mut |i| format!("key-{:012}", r * per_batch + i).into_bytes()));
+        }
+        round += 1;
+        call(&mut inst, batches[round % batches.len()].as_bytes(), &mut outputs)
+    })?;
+    if !wasm.is_nan() && !counted.is_nan() {
+        println!("  {:<58} {:>7.0} ns", "so a state get + put from the guest costs about", counted - wasm);
+    }
+
+    // 2. The ABI shapes: one typed call per record, a typed list per call,
+    //    typed spans over one buffer, one packed buffer (the product's choice).
     let component = Component::from_file(&engine, args.guests.join("bench_batch_guest.wasm"))
         .map_err(|e| anyhow::anyhow!("bench_batch_guest.wasm (built by scripts/build-guests): {e}"))?;
     let mut linker = Linker::<Ctx>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     let mut store = Store::new(&engine, Ctx { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
     let b = batch::Batch::instantiate(&mut store, &component, &linker)?;
-    let mk = |i: usize| batch::InputRecord {
-        topic: "in".into(),
-        partition: 0,
-        offset: i as i64,
-        timestamp: Some(0),
-        key: Some(b"key-000000000000".to_vec()),
-        value: Some(value(i)),
-        headers: Vec::new(),
-    };
-    let records: Vec<batch::InputRecord> = (0..BATCH).map(mk).collect();
-    let t = Instant::now();
-    for i in 0..n {
+    let records: Vec<batch::InputRecord> = (0..BATCH)
+        .map(|i| batch::InputRecord {
+            topic: "in".into(),
+            partition: 0,
+            offset: i as i64,
+            timestamp: Some(0),
+            key: Some(b"key-000000000000".to_vec()),
+            value: Some(value(i)),
+            headers: Vec::new(),
+        })
+        .collect();
+    println!("ABI shapes, same upper-case logic (benches/batch-guest):");
+    let mut i = 0;
+    time(args, "typed", "typed process(input-record), one call per record", 1, || {
+        i += 1;
         let out = b.call_process(&mut store, &records[i % BATCH])?;
         std::hint::black_box(out.map_err(anyhow::Error::msg)?);
-    }
-    let single = t.elapsed().as_nanos() as f64 / n as f64;
-    let t = Instant::now();
-    for _ in 0..n / BATCH {
-        let out = b.call_process_batch(&mut store, &records)?;
-        std::hint::black_box(out);
-    }
-    let batched = t.elapsed().as_nanos() as f64 / (n / BATCH * BATCH) as f64;
-    // 3. The same batches packed into one buffer each way.
-    let mut packed = Vec::new();
-    for r in &records {
-        for f in [&r.key, &r.value] {
-            match f {
-                None => packed.extend_from_slice(&u32::MAX.to_le_bytes()),
-                Some(f) => {
-                    packed.extend_from_slice(&(f.len() as u32).to_le_bytes());
-                    packed.extend_from_slice(f);
-                }
-            }
-        }
-    }
-    let t = Instant::now();
-    for _ in 0..n / BATCH {
-        let out = b.call_process_packed(&mut store, &packed)?;
-        std::hint::black_box(out);
-    }
-    let packed_ns = t.elapsed().as_nanos() as f64 / (n / BATCH * BATCH) as f64;
+        Ok(())
+    })?;
+    time(args, "typed-list", &format!("typed list<input-record>, {BATCH} records/call"), BATCH, || {
+        std::hint::black_box(b.call_process_batch(&mut store, &records)?);
+        Ok(())
+    })?;
     let mut data = Vec::new();
     let mut spans = Vec::new();
     for r in &records {
@@ -131,17 +173,22 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             headers_count: 0,
         });
     }
-    let t = Instant::now();
-    for _ in 0..n / BATCH {
-        let out = b.call_process_spans(&mut store, &data, &spans)?;
-        std::hint::black_box(out);
+    time(args, "spans", &format!("typed spans over one buffer, {BATCH} records/call"), BATCH, || {
+        std::hint::black_box(b.call_process_spans(&mut store, &data, &spans)?);
+        Ok(())
+    })?;
+    let mut packed = Vec::new();
+    for r in &records {
+        for f in [&r.key, &r.value] {
+            let f = f.as_deref().unwrap_or_default();
+            packed.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            packed.extend_from_slice(f);
+        }
     }
-    let spans_ns = t.elapsed().as_nanos() as f64 / (n / BATCH * BATCH) as f64;
-    println!("  one process call per record                       {single:>8.0} ns/record");
-    println!("  one process-spans call per {BATCH} records             {spans_ns:>8.0} ns/record");
-    println!("  one process-packed call per {BATCH} records            {packed_ns:>8.0} ns/record");
-    println!("  one process-batch call per {BATCH} records             {batched:>8.0} ns/record");
-    println!("  batching saves                                    {:>8.1} %", 100.0 * (single - batched) / single);
+    time(args, "packed", &format!("one packed buffer each way, {BATCH} records/call"), BATCH, || {
+        std::hint::black_box(b.call_process_packed(&mut store, &packed)?);
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -8,11 +8,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use wasmstream::guest::Module;
 use wasmstream::{Progress, Shutdown, config, pipeline};
 
 use crate::kafka::{Watermark, create_topic, produce};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// Kafka bootstrap servers (scripts/bench starts a broker).
     #[arg(long)]
@@ -30,13 +31,21 @@ pub struct Args {
     /// Runs per row; the table shows the median (and the range).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
-    /// Only these rows: plain, and `<map|wordcount>-<alos|eos>-<commit.interval.ms>`
-    /// from the default list; ratios need their reference row.
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ROWS)]
+    /// Only these rows: plain, and `<workload>-<alos|eos>-<commit.interval.ms>`
+    /// from the default list (workloads: map, native, count, wordcount,
+    /// kstreams); a ratio needs both of its rows.
+    #[arg(long, value_delimiter = ',', default_value = ALL_ROWS)]
     rows: Vec<String>,
+    /// A short run (about 2 minutes on 2 cores): 300,000 records, 30,000
+    /// sentences, one run per row, the 1000 ms rows only.
+    #[arg(long)]
+    quick: bool,
 }
 
-const DEFAULT_ROWS: &str = "plain,map-alos-1000,wordcount-alos-1000,map-alos-100,map-eos-100,map-eos-1000,wordcount-alos-100,wordcount-eos-100,wordcount-eos-1000";
+/// Every row, in the order they run; `plain` first (the others' yardstick).
+const ALL_ROWS: &str = "plain,map-alos-1000,native-alos-1000,count-alos-1000,map-eos-1000,count-eos-1000,\
+     wordcount-alos-1000,wordcount-eos-1000,kstreams-alos-1000,kstreams-eos-1000,map-alos-100,map-eos-100,\
+     wordcount-alos-100,wordcount-eos-100";
 
 /// Median and range of a row's runs, in records/s, and the median wait
 /// for the outputs to become visible.
@@ -68,9 +77,12 @@ fn row(args: &Args, name: &str, mut once: impl FnMut() -> anyhow::Result<Run>) -
     })
 }
 
-/// 16-byte key, 100-byte lower-case value.
+/// Distinct keys of the key/value input (the per-key count's state size).
+const KEYS: usize = 1_000_000;
+
+/// 16-byte key (one of [`KEYS`]), 100-byte lower-case value.
 fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
-    (format!("key-{i:012}").into_bytes(), (0..100).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect())
+    (format!("key-{:012}", i % KEYS).into_bytes(), (0..100).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect())
 }
 
 /// A ~100-byte sentence over a 5,000-word vocabulary.
@@ -99,9 +111,9 @@ fn unique(prefix: &str) -> String {
 /// (`visible_after`): about one `commit.interval.ms` under exactly_once, where
 /// outputs become visible only when their transaction commits. Start-up
 /// (group join, module compile) is not counted.
-struct Run {
-    rate: f64,
-    visible_after: Duration,
+pub struct Run {
+    pub rate: f64,
+    pub visible_after: Duration,
 }
 
 fn measure(
@@ -220,7 +232,39 @@ fn pipeline_config(
     Ok(config::parse(&text, None, std::path::Path::new(""), &[])?)
 }
 
+/// One pipeline row: `<workload>-<alos|eos>-<commit.interval.ms>`.
+struct Spec<'a> {
+    workload: &'a str,
+    eos: bool,
+    interval_ms: u64,
+}
+
+fn spec(name: &str) -> Option<Spec<'_>> {
+    let mut parts = name.split('-');
+    let (workload, g, ms) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(Spec { workload, eos: g == "eos", interval_ms: ms.parse().ok()? })
+}
+
+fn label(s: &Spec<'_>) -> String {
+    let what = match s.workload {
+        "map" => "stateless WASM map",
+        "native" => "the same map compiled into the host",
+        "count" => "per-key count (1M keys, RocksDB state)",
+        "wordcount" => "word count (~16 words/record)",
+        _ => "Kafka Streams word count (reference)",
+    };
+    format!("{what}, {}, {} ms", if s.eos { "exactly_once" } else { "at_least_once" }, s.interval_ms)
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    let mut args = args.clone();
+    if args.quick {
+        args.records = 300_000;
+        args.sentences = 30_000;
+        args.repeat = 1;
+        args.rows.retain(|r| r == "plain" || r.ends_with("-1000"));
+    }
+    let args = &args;
     let (n, sentences) = (args.records, args.sentences);
     let b = args.bootstrap.as_str();
     let kv_in = unique("kv");
@@ -230,8 +274,27 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!("bench: producing {n} key/value records and {sentences} sentences");
     produce(b, &kv_in, (0..n).map(kv))?;
     produce(b, &text_in, (0..sentences).map(sentence))?;
-    let words: i64 = (0..sentences).map(|i| String::from_utf8_lossy(&sentence(i).1).split(' ').count() as i64).sum();
+    // Every word's final count, which both word counts' outputs must end with.
+    let mut counts: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+    for i in 0..sentences {
+        for w in sentence(i).1.split(|&c| c == b' ') {
+            *counts.entry(w.to_vec()).or_default() += 1;
+        }
+    }
+    let words: i64 = counts.values().sum::<u64>() as i64;
+    let check_counts = |out: &str| -> anyhow::Result<()> {
+        let last = crate::kafka::last_values(b, out, words as usize)?;
+        let wrong =
+            counts.iter().filter(|(w, c)| last.get(*w).map(|v| v.as_slice()) != Some(c.to_string().as_bytes())).count();
+        anyhow::ensure!(
+            wrong == 0 && last.len() == counts.len(),
+            "{out}: {wrong} of {} words end with a wrong count",
+            counts.len()
+        );
+        Ok(())
+    };
     let state = tempfile::tempdir()?;
+    let engine = wasmstream::guest::engine()?;
 
     let fresh_out = |name: &str| -> anyhow::Result<String> {
         let out = unique(name);
@@ -254,58 +317,104 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     eprintln!("bench: warm-up (a plain loop, not counted)");
     plain_once()?;
     let plain = row(args, "plain", plain_once)?;
-    // Pipeline rows: (workload, guarantee, commit.interval.ms).
     let mut results: Vec<(String, Row)> = Vec::new();
-    for name in DEFAULT_ROWS.split(',').skip(1) {
-        let mut parts = name.split('-');
-        let (Some(workload), Some(g), Some(ms)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let guarantee = if g == "eos" { "exactly_once" } else { "at_least_once" };
-        let interval: u64 = ms.parse()?;
-        let (module, input, inputs, outputs) = match workload {
-            "map" => ("uppercase", &kv_in, n, n as i64),
+    for name in ALL_ROWS.split(',').skip(1) {
+        let Some(sp) = spec(name) else { continue };
+        let guarantee = if sp.eos { "exactly_once" } else { "at_least_once" };
+        let (module, input, inputs, outputs) = match sp.workload {
+            "map" | "native" => ("uppercase", &kv_in, n, n as i64),
+            "count" => ("count", &kv_in, n, n as i64),
             _ => ("wordcount", &text_in, sentences, words),
         };
+        let mut checked = false;
         let r = row(args, name, || {
             let out = fresh_out(&format!("{name}-out"))?;
-            let cfg = pipeline_config(args, module, guarantee, interval, input, &out, state.path())?;
+            // The first run of each word-count row checks the final counts
+            // (ours and Kafka Streams' must both be exact).
+            let check = matches!(sp.workload, "wordcount" | "kstreams") && !std::mem::replace(&mut checked, true);
+            if sp.workload == "kstreams" {
+                let g = if sp.eos { "exactly_once_v2" } else { "at_least_once" };
+                let run = crate::kstreams::run(b, input, &out, g, sp.interval_ms, inputs as u64, outputs)?;
+                if check {
+                    check_counts(&out)?;
+                }
+                return Ok(run);
+            }
+            let cfg = pipeline_config(args, module, guarantee, sp.interval_ms, input, &out, state.path())?;
+            let module = match sp.workload {
+                "native" => Module::native::<uppercase::Uppercase>(&engine, "uppercase"),
+                _ => Module::load(&engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?,
+            };
             let progress = Progress::default();
-            measure(
+            let run = measure(
                 b,
                 &out,
                 outputs,
                 inputs as u64,
                 || progress.records(),
-                |s| pipeline::run_with_progress(&cfg, &s, &progress).map(drop).map_err(Into::into),
-            )
+                |s| pipeline::run_with_module(&cfg, module, &s, &progress).map(drop).map_err(Into::into),
+            )?;
+            if check {
+                check_counts(&out)?;
+            }
+            Ok(run)
         })?;
         results.push((name.to_string(), r));
     }
 
     println!(
-        "\n{n} key/value records (plain, map) or {sentences} sentences (word count) per run, 1 partition, median of {} runs",
+        "\n{n} key/value records (plain, map, count) or {sentences} sentences (word count) per run, 1 partition, median of {} runs",
         args.repeat
     );
     println!(
         "records/s: first input to last input processed; visible: then until a read_committed reader sees every output"
     );
-    println!("{:<54} {:>10} {:>21} {:>9} {:>10} {:>9}", "row", "records/s", "range", "vs plain", "eos/alos", "visible");
+    println!("{:<64} {:>10} {:>21} {:>9} {:>9}", "row", "records/s", "range", "vs plain", "visible");
     let median = |name: &str| results.iter().find(|(n, _)| n == name).map_or(f64::NAN, |(_, r)| r.median);
-    let line = |label: &str, r: &Row, eos_vs: f64| {
+    let line = |label: &str, r: &Row| {
         let range = format!("{:.0}–{:.0}", r.min, r.max);
-        let eos = if eos_vs.is_nan() { String::new() } else { format!("{eos_vs:.2}") };
         let visible = format!("+{} ms", r.visible_after.as_millis());
-        println!("{label:<54} {:>10.0} {range:>21} {:>9.2} {eos:>10} {visible:>9}", r.median, r.median / plain.median);
+        println!("{label:<64} {:>10.0} {range:>21} {:>9.2} {visible:>9}", r.median, r.median / plain.median);
     };
-    line("plain rdkafka consume→produce loop (no WASM)", &plain, f64::NAN);
+    line("plain rdkafka consume→produce loop (no WASM)", &plain);
     for (name, r) in results.iter().filter(|(_, r)| !r.median.is_nan()) {
-        let mut parts = name.split('-');
-        let (workload, g, ms) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let what = if workload == "map" { "stateless WASM map" } else { "word count (~16 words/record)" };
-        let label = format!("{what}, {}, {ms} ms", if g == "eos" { "exactly_once" } else { "at_least_once" });
-        let eos_vs = if g == "eos" { r.median / median(&format!("{workload}-alos-{ms}")) } else { f64::NAN };
-        line(&label, r, eos_vs);
+        if let Some(sp) = spec(name) {
+            line(&label(&sp), r);
+        }
+    }
+
+    // The goals of the per-record path, from the rows above.
+    let ratio = |a: &str, b: &str| if a == "plain" { plain.median } else { median(a) } / if b == "plain" { plain.median } else { median(b) };
+    let goals: [(&str, f64, f64); 8] = [
+        ("stateless WASM map / plain loop (1000 ms)", ratio("map-alos-1000", "plain"), 0.8),
+        ("per-key count, 1M keys, at_least_once / plain loop", ratio("count-alos-1000", "plain"), 0.5),
+        ("exactly_once / at_least_once, map, 1000 ms", ratio("map-eos-1000", "map-alos-1000"), 0.9),
+        ("exactly_once / at_least_once, word count, 1000 ms", ratio("wordcount-eos-1000", "wordcount-alos-1000"), 0.9),
+        ("exactly_once / at_least_once, per-key count, 1000 ms", ratio("count-eos-1000", "count-alos-1000"), 0.9),
+        ("WASM map / the same map compiled into the host", ratio("map-alos-1000", "native-alos-1000"), 0.9),
+        (
+            "word count: wasmstream / Kafka Streams, at_least_once",
+            ratio("wordcount-alos-1000", "kstreams-alos-1000"),
+            3.0,
+        ),
+        ("word count: wasmstream / Kafka Streams, exactly_once", ratio("wordcount-eos-1000", "kstreams-eos-1000"), 3.0),
+    ];
+    println!("\n{:<64} {:>10} {:>8} {:>8}", "goal", "measured", "goal", "");
+    for (what, value, goal) in goals {
+        let verdict = if value.is_nan() {
+            "not run"
+        } else if value >= goal {
+            "met"
+        } else {
+            "NOT met"
+        };
+        println!("{what:<64} {value:>10.2} {:>8} {verdict:>8}", format!("≥ {goal}"));
+    }
+    println!("plain loop (the yardstick): {:.0} records/s", plain.median);
+    if results.iter().any(|(n, r)| (n.starts_with("wordcount") || n.starts_with("kstreams")) && !r.median.is_nan()) {
+        println!(
+            "word counts checked: every word's final count in each word-count row's output equals its occurrences in the input"
+        );
     }
     Ok(())
 }

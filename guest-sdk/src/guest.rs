@@ -1,7 +1,7 @@
 //! Adapts a [`Processor`](crate::Processor) to the WIT exports. Compiled only
 //! for wasm32; the `export!` macro instantiates it for the user's type.
 
-use crate::{Config, Context, Header, Output, Processor, Record, State};
+use crate::{Config, Processor, State};
 
 #[doc(hidden)]
 pub mod bindings {
@@ -14,7 +14,6 @@ pub mod bindings {
     });
 }
 
-use crate::packed::{InputBatch, push_output};
 use bindings::wasmstream::processor::{state as host_state, types};
 
 /// Where the `export!` macro keeps the one processor instance of the component.
@@ -47,53 +46,6 @@ fn failed(outputs: Vec<u8>, index: usize, message: String) -> types::BatchOutput
     types::BatchOutput { outputs, failure: Some(types::BatchFailure { index: index as u32, message }) }
 }
 
-/// Runs `p` over every record of the packed `batch`, packing what it emits.
-fn process_batch<P: Processor>(p: &mut P, batch: &[u8]) -> types::BatchOutput {
-    // Outputs are usually about the size of the inputs.
-    let mut out = Vec::with_capacity(batch.len());
-    let b = match InputBatch::read(batch) {
-        Ok(b) => b,
-        Err(e) => return failed(out, 0, e.to_string()),
-    };
-    let mut emitted: Vec<Output> = Vec::new();
-    let mut headers: Vec<Header> = Vec::new();
-    for (i, rec) in b.records().enumerate() {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => return failed(out, i, e.to_string()),
-        };
-        headers.clear();
-        headers.extend(rec.headers.iter().map(|(k, v)| Header { key: k.to_string(), value: v.map(<[u8]>::to_vec) }));
-        let record = Record {
-            topic: b.topic,
-            partition: b.partition,
-            offset: rec.offset,
-            timestamp: rec.timestamp,
-            key: rec.key,
-            value: rec.value,
-            headers: &headers,
-        };
-        if let Err(e) = p.process(&record, &mut Context::new(&mut HostState, &mut emitted)) {
-            return failed(out, i, e.to_string());
-        }
-        for o in emitted.drain(..) {
-            let hs = o.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
-            let topic = o.topic.as_deref();
-            push_output(
-                &mut out,
-                i as u32,
-                topic,
-                o.timestamp,
-                o.key.as_deref(),
-                o.value.as_deref(),
-                o.headers.len() as u32,
-                hs,
-            );
-        }
-    }
-    types::BatchOutput { outputs: out, failure: None }
-}
-
 impl<T: Instance> bindings::Guest for T {
     fn init(config: Vec<(String, String)>) -> Result<(), String> {
         T::with(|slot| {
@@ -106,7 +58,13 @@ impl<T: Instance> bindings::Guest for T {
 
     fn process_batch(batch: Vec<u8>) -> types::BatchOutput {
         T::with(|slot| match slot.as_mut() {
-            Some(p) => process_batch(p, &batch),
+            Some(p) => {
+                let mut outputs = Vec::with_capacity(batch.len());
+                match crate::packed::process_batch(p, &mut HostState, &batch, &mut outputs) {
+                    None => types::BatchOutput { outputs, failure: None },
+                    Some((index, message)) => failed(outputs, index, message),
+                }
+            }
             None => failed(Vec::new(), 0, NOT_INITIALISED.into()),
         })
     }

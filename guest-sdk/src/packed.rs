@@ -28,6 +28,8 @@
 
 use core::fmt;
 
+use crate::{Context, Header, Output, Processor, Record, State};
+
 /// A timestamp of `i64::MIN` in the buffer: none.
 pub const NO_TIMESTAMP: i64 = i64::MIN;
 
@@ -346,6 +348,50 @@ pub fn read_outputs(buf: &[u8]) -> impl Iterator<Item = Result<OutputRef<'_>, Fo
         failed = out.is_err();
         Some(out)
     })
+}
+
+/// Runs `p` over every record of the packed `batch` with `state`, appending
+/// the packed outputs to `outputs`; stops at the first record that fails and
+/// returns its index and message. The component's `process-batch` export
+/// (and the host's native processors, for benchmarks) is this function.
+pub fn process_batch<P: Processor>(
+    p: &mut P,
+    state: &mut dyn State,
+    batch: &[u8],
+    outputs: &mut Vec<u8>,
+) -> Option<(usize, String)> {
+    let b = match InputBatch::read(batch) {
+        Ok(b) => b,
+        Err(e) => return Some((0, e.to_string())),
+    };
+    let mut emitted: Vec<Output> = Vec::new();
+    let mut headers: Vec<Header> = Vec::new();
+    for (i, rec) in b.records().enumerate() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => return Some((i, e.to_string())),
+        };
+        headers.clear();
+        headers.extend(rec.headers.iter().map(|(k, v)| Header { key: k.to_string(), value: v.map(<[u8]>::to_vec) }));
+        let record = Record {
+            topic: b.topic,
+            partition: b.partition,
+            offset: rec.offset,
+            timestamp: rec.timestamp,
+            key: rec.key,
+            value: rec.value,
+            headers: &headers,
+        };
+        if let Err(e) = p.process(&record, &mut Context::new(state, &mut emitted)) {
+            return Some((i, e.to_string()));
+        }
+        for o in emitted.drain(..) {
+            let hs = o.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
+            let (key, value) = (o.key.as_deref(), o.value.as_deref());
+            push_output(outputs, i as u32, o.topic.as_deref(), o.timestamp, key, value, o.headers.len() as u32, hs);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

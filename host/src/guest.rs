@@ -170,6 +170,19 @@ impl Module {
         match self.pre {
             Pre::Batch(_) => BATCH_WORLD,
             Pre::Record(_) => RECORD_WORLD,
+            Pre::Native(_) => "none (compiled into the host)",
+        }
+    }
+
+    /// A processor compiled into the host, named `name` (its digest is
+    /// `native:<name>`): for the benchmark's WASM-vs-native comparison.
+    pub fn native<P: wasmstream_sdk::Processor + Send>(engine: &Engine, name: &str) -> Module {
+        Module {
+            engine: engine.clone(),
+            pre: Pre::Native(Arc::new(|| Box::new(P::default()) as Box<dyn NativeProcessor>)),
+            digest: format!("native:{name}"),
+            path: PathBuf::from(name),
+            max_memory_bytes: usize::MAX,
         }
     }
 
@@ -232,6 +245,7 @@ impl Module {
         let bindings = match &self.pre {
             Pre::Batch(pre) => pre.instantiate(&mut store).map(Bindings::Batch),
             Pre::Record(pre) => pre.instantiate(&mut store).map(|b| Bindings::Record(b, Box::default())),
+            Pre::Native(make) => Ok(Bindings::Native(make())),
         }
         .map_err(|e| GuestError::Instantiate(describe(&e)))?;
         let mut instance = Instance { store, bindings };
@@ -249,11 +263,85 @@ fn hex(bytes: &[u8]) -> String {
 enum Pre {
     Batch(BatchProcessorPre<TaskData>),
     Record(ProcessorPre<TaskData>),
+    Native(Arc<dyn Fn() -> Box<dyn NativeProcessor> + Send + Sync>),
+}
+
+/// A processor compiled into the host instead of a component: the same
+/// logic, the same batch loop (the SDK's), no WebAssembly. Only for the
+/// benchmark's WASM-vs-native row; implemented for every SDK [`Processor`](wasmstream_sdk::Processor).
+pub trait NativeProcessor: Send {
+    fn init(&mut self, config: &[(String, String)]) -> Result<(), String>;
+    fn process_batch(
+        &mut self,
+        state: &mut TaskStore,
+        batch: &[u8],
+        outputs: &mut Vec<u8>,
+    ) -> Result<Option<(usize, String)>, StateError>;
+    fn snapshot(&self) -> Vec<u8>;
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+}
+
+/// The task's store as the SDK's [`State`](wasmstream_sdk::State); the
+/// first store error is kept and reported after the batch.
+struct NativeState<'a> {
+    store: &'a mut TaskStore,
+    error: Option<StateError>,
+}
+
+impl NativeState<'_> {
+    fn keep<T: Default>(&mut self, r: Result<T, StateError>) -> T {
+        r.unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            T::default()
+        })
+    }
+}
+
+impl wasmstream_sdk::State for NativeState<'_> {
+    fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let r = self.store.get(key);
+        self.keep(r)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        let r = self.store.put(key.to_vec(), value.to_vec());
+        self.keep(r)
+    }
+    fn delete(&mut self, key: &[u8]) {
+        let r = self.store.delete(key.to_vec());
+        self.keep(r)
+    }
+    fn scan_prefix(&mut self, prefix: &[u8], limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let r = self.store.scan_prefix(prefix, limit);
+        self.keep(r)
+    }
+}
+
+impl<P: wasmstream_sdk::Processor + Send> NativeProcessor for P {
+    fn init(&mut self, config: &[(String, String)]) -> Result<(), String> {
+        wasmstream_sdk::Processor::init(self, &wasmstream_sdk::Config::new(config.to_vec())).map_err(|e| e.to_string())
+    }
+    fn process_batch(
+        &mut self,
+        store: &mut TaskStore,
+        batch: &[u8],
+        outputs: &mut Vec<u8>,
+    ) -> Result<Option<(usize, String)>, StateError> {
+        let mut state = NativeState { store, error: None };
+        let failure = packed::process_batch(self, &mut state, batch, outputs);
+        state.error.map_or(Ok(failure), Err)
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        wasmstream_sdk::Processor::snapshot(self)
+    }
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        wasmstream_sdk::Processor::restore(self, snapshot).map_err(|e| e.to_string())
+    }
 }
 
 /// An instance's exports.
 enum Bindings {
     Batch(BatchProcessor),
+    Native(Box<dyn NativeProcessor>),
     /// With the input record handed to the guest, reused so that its buffers
     /// are allocated once, not per record.
     Record(Processor, Box<Scratch>),
@@ -295,9 +383,10 @@ fn outcome<T>(export: &'static str, r: wasmtime::Result<Result<T, String>>) -> R
 impl Instance {
     fn init(&mut self, config: &[(String, String)]) -> Result<(), GuestError> {
         let config = config.to_vec();
-        let r = match &self.bindings {
+        let r = match &mut self.bindings {
             Bindings::Batch(b) => b.call_init(&mut self.store, &config),
             Bindings::Record(b, _) => b.call_init(&mut self.store, &config),
+            Bindings::Native(p) => Ok(p.init(&config)),
         };
         outcome("init", r)
     }
@@ -316,6 +405,15 @@ impl Instance {
                 Ok(out.failure.map(|f| BatchFailure {
                     index: f.index,
                     error: GuestError::Guest { export: "process-batch", message: f.message },
+                }))
+            }
+            Bindings::Native(p) => {
+                let failure = p
+                    .process_batch(&mut self.store.data_mut().store, batch, outputs)
+                    .map_err(|e| GuestError::Trap { export: "process-batch", message: e.to_string() })?;
+                Ok(failure.map(|(index, message)| BatchFailure {
+                    index: index as u32,
+                    error: GuestError::Guest { export: "process-batch", message },
                 }))
             }
             Bindings::Record(b, scratch) => {
@@ -356,14 +454,16 @@ impl Instance {
         let r = match &self.bindings {
             Bindings::Batch(b) => b.call_snapshot(&mut self.store),
             Bindings::Record(b, _) => b.call_snapshot(&mut self.store),
+            Bindings::Native(p) => Ok(p.snapshot()),
         };
         outcome("snapshot", r.map(Ok))
     }
 
     pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), GuestError> {
-        let r = match &self.bindings {
+        let r = match &mut self.bindings {
             Bindings::Batch(b) => b.call_restore(&mut self.store, snapshot),
             Bindings::Record(b, _) => b.call_restore(&mut self.store, snapshot),
+            Bindings::Native(p) => Ok(p.restore(snapshot)),
         };
         outcome("restore", r)
     }

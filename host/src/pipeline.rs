@@ -536,6 +536,18 @@ pub fn run_with_progress(
         short(&module.digest),
         compile_started.elapsed().as_millis()
     );
+    run_with_module(config, module, shutdown, progress)
+}
+
+/// [`run_with_progress`] with a module loaded already (`config.processor.module`
+/// is not read): a component, or a processor compiled into the host
+/// ([`Module::native`], for benchmarks).
+pub fn run_with_module(
+    config: &Config,
+    module: Module,
+    shutdown: &Shutdown,
+    progress: &Progress,
+) -> Result<RunSummary, PipelineError> {
     let topics = source::check_topics(config)?;
     let checkpointed = config.processing_guarantee != ProcessingGuarantee::None;
     if checkpointed {
