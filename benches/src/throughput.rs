@@ -56,25 +56,21 @@ struct Row {
     visible_after: Duration,
 }
 
-fn row(args: &Args, name: &str, mut once: impl FnMut() -> anyhow::Result<Run>) -> anyhow::Result<Row> {
-    if !args.rows.iter().any(|r| r == name) {
-        return Ok(Row { median: f64::NAN, min: f64::NAN, max: f64::NAN, visible_after: Duration::ZERO });
-    }
-    eprintln!("bench: {name}");
-    let mut runs = Vec::with_capacity(args.repeat);
-    for _ in 0..args.repeat.max(1) {
-        runs.push(once()?);
+/// The median, range and median visibility wait of a row's runs.
+fn summarize(runs: &[Run]) -> Row {
+    if runs.is_empty() {
+        return Row { median: f64::NAN, min: f64::NAN, max: f64::NAN, visible_after: Duration::ZERO };
     }
     let mut visible: Vec<Duration> = runs.iter().map(|r| r.visible_after).collect();
     visible.sort();
     let mut rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
     rates.sort_by(f64::total_cmp);
-    Ok(Row {
+    Row {
         median: rates[rates.len() / 2],
         min: rates[0],
         max: rates[rates.len() - 1],
         visible_after: visible[visible.len() / 2],
-    })
+    }
 }
 
 /// Distinct keys of the key/value input (the per-key count's state size).
@@ -313,57 +309,62 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             |s| plain_loop(b, &kv_in, &out, n, &s, &consumed),
         )
     };
-    // The broker's JIT warms up on the first workload: give it one, uncounted.
-    eprintln!("bench: warm-up (a plain loop, not counted)");
-    plain_once()?;
-    let plain = row(args, "plain", plain_once)?;
-    let mut results: Vec<(String, Row)> = Vec::new();
-    for name in ALL_ROWS.split(',').skip(1) {
-        let Some(sp) = spec(name) else { continue };
+    // One run of a pipeline row; `check`: verify a word count's final counts
+    // (ours and Kafka Streams' must both be exact).
+    let pipeline_once = |name: &str, check: bool| -> anyhow::Result<Run> {
+        let sp = spec(name).ok_or_else(|| anyhow::anyhow!("unknown row {name}"))?;
         let guarantee = if sp.eos { "exactly_once" } else { "at_least_once" };
         let (module, input, inputs, outputs) = match sp.workload {
             "map" | "native" => ("uppercase", &kv_in, n, n as i64),
             "count" => ("count", &kv_in, n, n as i64),
             _ => ("wordcount", &text_in, sentences, words),
         };
-        let mut checked = false;
-        let r = row(args, name, || {
-            let out = fresh_out(&format!("{name}-out"))?;
-            // The first run of each word-count row checks the final counts
-            // (ours and Kafka Streams' must both be exact).
-            let check = matches!(sp.workload, "wordcount" | "kstreams") && !std::mem::replace(&mut checked, true);
-            if sp.workload == "kstreams" {
-                let g = if sp.eos { "exactly_once_v2" } else { "at_least_once" };
-                let run = crate::kstreams::run(b, input, &out, g, sp.interval_ms, inputs as u64, outputs)?;
-                if check {
-                    check_counts(&out)?;
-                }
-                return Ok(run);
-            }
+        let check = check && matches!(sp.workload, "wordcount" | "kstreams");
+        let out = fresh_out(&format!("{name}-out"))?;
+        let run = if sp.workload == "kstreams" {
+            let g = if sp.eos { "exactly_once_v2" } else { "at_least_once" };
+            crate::kstreams::run(b, input, &out, g, sp.interval_ms, inputs as u64, outputs)?
+        } else {
             let cfg = pipeline_config(args, module, guarantee, sp.interval_ms, input, &out, state.path())?;
             let module = match sp.workload {
                 "native" => Module::native::<uppercase::Uppercase>(&engine, "uppercase"),
                 _ => Module::load(&engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?,
             };
             let progress = Progress::default();
-            let run = measure(
+            measure(
                 b,
                 &out,
                 outputs,
                 inputs as u64,
                 || progress.records(),
                 |s| pipeline::run_with_module(&cfg, module, &s, &progress).map(drop).map_err(Into::into),
-            )?;
-            if check {
-                check_counts(&out)?;
-            }
-            Ok(run)
-        })?;
-        results.push((name.to_string(), r));
+            )?
+        };
+        if check {
+            check_counts(&out)?;
+        }
+        Ok(run)
+    };
+    // The broker's JIT warms up on the first workload: give it one, uncounted.
+    eprintln!("bench: warm-up (a plain loop, not counted)");
+    plain_once()?;
+    // Rounds: every selected row once per round, so that a drift of the
+    // machine or the broker over the run weighs on every row alike.
+    let selected: Vec<&str> = ALL_ROWS.split(',').filter(|r| args.rows.iter().any(|a| a == r)).collect();
+    let mut runs: Vec<Vec<Run>> = selected.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.repeat.max(1) {
+        for (i, name) in selected.iter().enumerate() {
+            eprintln!("bench: round {} of {}: {name}", round + 1, args.repeat.max(1));
+            let run = if *name == "plain" { plain_once()? } else { pipeline_once(name, round == 0)? };
+            runs[i].push(run);
+        }
     }
+    let plain = selected.iter().position(|r| *r == "plain").map_or_else(|| summarize(&[]), |i| summarize(&runs[i]));
+    let results: Vec<(String, Row)> =
+        selected.iter().zip(&runs).filter(|(n, _)| **n != "plain").map(|(n, r)| (n.to_string(), summarize(r))).collect();
 
     println!(
-        "\n{n} key/value records (plain, map, count) or {sentences} sentences (word count) per run, 1 partition, median of {} runs",
+        "\n{n} key/value records (plain, map, count) or {sentences} sentences (word count) per run, 1 partition, median of {} rounds (each round runs every row once)",
         args.repeat
     );
     println!(
@@ -408,7 +409,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         } else {
             "NOT met"
         };
-        println!("{what:<64} {value:>10.2} {:>8} {verdict:>8}", format!("≥ {goal}"));
+        println!("{what:<64} {value:>10.3} {:>8} {verdict:>8}", format!("≥ {goal}"));
     }
     println!("plain loop (the yardstick): {:.0} records/s", plain.median);
     if results.iter().any(|(n, r)| (n.starts_with("wordcount") || n.starts_with("kstreams")) && !r.median.is_nan()) {
