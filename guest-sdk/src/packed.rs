@@ -105,15 +105,8 @@ impl InputWriter {
         header_count: u32,
         headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
     ) {
-        let b = &mut self.buf;
-        put_i64(b, offset);
-        put_i64(b, timestamp.unwrap_or(NO_TIMESTAMP));
-        put_i32(b, len_of(key));
-        put_i32(b, len_of(value));
-        put_u32(b, header_count);
-        b.extend_from_slice(key.unwrap_or_default());
-        b.extend_from_slice(value.unwrap_or_default());
-        put_headers(b, headers);
+        put_i64(&mut self.buf, offset);
+        put_body(&mut self.buf, timestamp, key, value, header_count, headers);
         self.count += 1;
         self.buf[self.count_at..self.count_at + 4].copy_from_slice(&self.count.to_le_bytes());
     }
@@ -158,6 +151,19 @@ pub fn push_output<'h>(
     put_u32(buf, input);
     put_i32(buf, len_of(topic.map(str::as_bytes)));
     buf.extend_from_slice(topic.unwrap_or_default().as_bytes());
+    put_body(buf, timestamp, key, value, header_count, headers);
+}
+
+/// What inputs and outputs share after their first fields: timestamp, key,
+/// value, headers.
+fn put_body<'h>(
+    buf: &mut Vec<u8>,
+    timestamp: Option<i64>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    header_count: u32,
+    headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
+) {
     put_i64(buf, timestamp.unwrap_or(NO_TIMESTAMP));
     put_i32(buf, len_of(key));
     put_i32(buf, len_of(value));
@@ -165,6 +171,20 @@ pub fn push_output<'h>(
     buf.extend_from_slice(key.unwrap_or_default());
     buf.extend_from_slice(value.unwrap_or_default());
     put_headers(buf, headers);
+}
+
+/// The fields [`put_body`] writes.
+type Body<'a> = (Option<i64>, Option<&'a [u8]>, Option<&'a [u8]>, HeadersRef<'a>);
+
+fn read_body<'a>(r: &mut Reader<'a>) -> Result<Body<'a>, FormatError> {
+    let ts = r.i64("timestamp")?;
+    let klen = r.i32("key length")?;
+    let vlen = r.i32("value length")?;
+    let hcount = r.u32("header count")?;
+    let key = r.optional(klen, "key")?;
+    let value = r.optional(vlen, "value")?;
+    let headers = headers(r, hcount)?;
+    Ok(((ts != NO_TIMESTAMP).then_some(ts), key, value, headers))
 }
 
 /// A cursor over a buffer; every read checks bounds.
@@ -297,14 +317,8 @@ impl<'a> InputBatch<'a> {
         let mut r = self.r.clone();
         (0..self.count).map(move |_| {
             let offset = r.i64("offset")?;
-            let ts = r.i64("timestamp")?;
-            let klen = r.i32("key length")?;
-            let vlen = r.i32("value length")?;
-            let hcount = r.u32("header count")?;
-            let key = r.optional(klen, "key")?;
-            let value = r.optional(vlen, "value")?;
-            let headers = headers(&mut r, hcount)?;
-            Ok(InputRef { offset, timestamp: (ts != NO_TIMESTAMP).then_some(ts), key, value, headers })
+            let (timestamp, key, value, headers) = read_body(&mut r)?;
+            Ok(InputRef { offset, timestamp, key, value, headers })
         })
     }
 }
@@ -336,14 +350,8 @@ pub fn read_outputs(buf: &[u8]) -> impl Iterator<Item = Result<OutputRef<'_>, Fo
                 n if n >= 0 => Some(r.str(n as usize, "topic")?),
                 _ => return Err(r.err("topic length")),
             };
-            let ts = r.i64("timestamp")?;
-            let klen = r.i32("key length")?;
-            let vlen = r.i32("value length")?;
-            let hcount = r.u32("header count")?;
-            let key = r.optional(klen, "key")?;
-            let value = r.optional(vlen, "value")?;
-            let headers = headers(&mut r, hcount)?;
-            Ok(OutputRef { input, topic, timestamp: (ts != NO_TIMESTAMP).then_some(ts), key, value, headers })
+            let (timestamp, key, value, headers) = read_body(&mut r)?;
+            Ok(OutputRef { input, topic, timestamp, key, value, headers })
         })();
         failed = out.is_err();
         Some(out)
