@@ -360,8 +360,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let plain = selected.iter().position(|r| *r == "plain").map_or_else(|| summarize(&[]), |i| summarize(&runs[i]));
-    let results: Vec<(String, Row)> =
-        selected.iter().zip(&runs).filter(|(n, _)| **n != "plain").map(|(n, r)| (n.to_string(), summarize(r))).collect();
+    let results: Vec<(String, Row)> = selected
+        .iter()
+        .zip(&runs)
+        .filter(|(n, _)| **n != "plain")
+        .map(|(n, r)| (n.to_string(), summarize(r)))
+        .collect();
 
     println!(
         "\n{n} key/value records (plain, map, count) or {sentences} sentences (word count) per run, 1 partition, median of {} rounds (each round runs every row once)",

@@ -29,6 +29,7 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod task;
+pub mod tasks;
 
 pub use config::{Config, ProcessingGuarantee};
 pub use pipeline::{PipelineError, Progress, RunSummary, run, run_with_progress};

@@ -19,7 +19,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::{Config, ProcessingGuarantee};
 use crate::kafka::{ClientLog, SetIfAbsent, client_config};
-use crate::pipeline::{PipelineError, Tasks};
+use crate::pipeline::PipelineError;
+use crate::tasks::Tasks;
 
 pub struct SourceContext {
     log: ClientLog,

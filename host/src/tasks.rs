@@ -1,0 +1,422 @@
+//! Every task of one host and the checkpoint protocol across them: records
+//! handed to their task's batch, checkpoints under each guarantee (outputs
+//! acknowledged, then the changelog, then RocksDB, then the group commit; or
+//! one transaction under exactly-once), the exactly-once rollback, and the
+//! checkpoint log lines. `pipeline` owns the loop that drives it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::config::{Config, ProcessingGuarantee};
+use crate::pipeline::PipelineError;
+use crate::sink::{Sink, SinkError};
+use crate::source::SourceContext;
+use crate::task::{CheckpointReport, PendingCheckpoint, Task, TaskEnv, TaskError, show_offsets};
+
+/// Why a checkpoint is taken (for the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    Interval,
+    CacheFull,
+    Revoke,
+    Shutdown,
+}
+
+/// Every task of this host, and what they share.
+pub struct Tasks {
+    env: TaskEnv,
+    pub(crate) sink: Sink,
+    pub(crate) guarantee: ProcessingGuarantee,
+    cache_max_bytes: usize,
+    pub(crate) by_partition: BTreeMap<i32, Task>,
+    /// A failure inside a rebalance callback, reported by the loop.
+    pub(crate) fatal: Option<PipelineError>,
+    /// A task's dirty state outgrew `statestore.cache.max.bytes`.
+    pub(crate) cache_full: bool,
+    /// Exactly-once rollbacks since the last committed transaction.
+    rollbacks: u32,
+    pub(crate) records: u64,
+    pub(crate) checkpoints: u64,
+    summary: Summary,
+}
+
+impl Tasks {
+    pub(crate) fn new(env: TaskEnv, sink: Sink, config: &Config) -> Self {
+        Tasks {
+            env,
+            sink,
+            guarantee: config.processing_guarantee,
+            cache_max_bytes: usize::try_from(config.cache_max_bytes).unwrap_or(usize::MAX),
+            by_partition: BTreeMap::new(),
+            fatal: None,
+            cache_full: false,
+            rollbacks: 0,
+            records: 0,
+            checkpoints: 0,
+            summary: Summary::new(),
+        }
+    }
+
+    /// Records a failure from a callback; the loop stops on it.
+    pub fn fail(&mut self, e: PipelineError) {
+        tracing::error!("{e}");
+        self.fatal.get_or_insert(e);
+    }
+
+    /// Creates the task of `partition` (restoring its checkpoint) and returns the
+    /// offsets its inputs resume from.
+    pub fn assign(&mut self, partition: i32) -> Result<BTreeMap<String, i64>, PipelineError> {
+        if self.fatal.is_some() {
+            return Ok(BTreeMap::new());
+        }
+        if let Some(task) = self.by_partition.get(&partition) {
+            return Ok(task.positions().clone());
+        }
+        let task = Task::open(&self.env, partition, &mut self.sink)?;
+        let positions = task.positions().clone();
+        self.by_partition.insert(partition, task);
+        Ok(positions)
+    }
+
+    /// Checkpoints and drops the tasks of revoked partitions.
+    pub fn revoke(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<(), PipelineError> {
+        if self.fatal.is_none() {
+            self.checkpoint(consumer, Reason::Revoke, Some(partitions))?;
+        }
+        self.by_partition.retain(|p, _| !partitions.contains(p));
+        Ok(())
+    }
+
+    /// Hands one record to its task's batch (which may process the batch).
+    pub(crate) fn enqueue(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        consumer: &BaseConsumer<SourceContext>,
+    ) -> Result<(), PipelineError> {
+        let partition = msg.partition();
+        let Some(task) = self.by_partition.get_mut(&partition) else {
+            // Fetched before a revoke took effect: the next owner processes it.
+            return Ok(());
+        };
+        let r = task.enqueue(msg, &mut self.sink);
+        self.processed(partition, r, consumer)
+    }
+
+    /// Whether any task has records waiting for the guest.
+    pub(crate) fn has_batches(&self) -> bool {
+        self.by_partition.values().any(Task::has_batch)
+    }
+
+    /// Processes every task's waiting batch.
+    pub(crate) fn flush_batches(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<(), PipelineError> {
+        let waiting: Vec<i32> = self.by_partition.iter().filter(|(_, t)| t.has_batch()).map(|(p, _)| *p).collect();
+        for p in waiting {
+            let Some(task) = self.by_partition.get_mut(&p) else { continue };
+            let r = task.flush(&mut self.sink);
+            self.processed(p, r, consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Bookkeeping after a task processed `r` records.
+    pub(crate) fn processed(
+        &mut self,
+        partition: i32,
+        r: Result<u64, TaskError>,
+        consumer: &BaseConsumer<SourceContext>,
+    ) -> Result<(), PipelineError> {
+        let n = match r {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            // Under exactly-once a failed send poisons only the transaction.
+            Err(TaskError::Sink(e)) if self.guarantee == ProcessingGuarantee::ExactlyOnce && !e.is_fatal() => {
+                return self.rollback(consumer, e);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.records += n;
+        let Some(task) = self.by_partition.get_mut(&partition) else { return Ok(()) };
+        match self.guarantee {
+            ProcessingGuarantee::None => {
+                for (topic, next) in task.positions() {
+                    // librdkafka stores `offset + 1`: the next record to read.
+                    consumer
+                        .store_offset(topic, partition, next - 1)
+                        .map_err(|source| PipelineError::Kafka { what: "storing the consumed offset", source })?;
+                }
+            }
+            _ => {
+                if task.dirty_state_bytes() > self.cache_max_bytes {
+                    self.cache_full = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoints the dirty tasks (of `only`, if given; under exactly-once
+    /// always all, as one transaction spans them).
+    pub(crate) fn checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        reason: Reason,
+        only: Option<&BTreeSet<i32>>,
+    ) -> Result<(), PipelineError> {
+        // What was fetched before the checkpoint is processed before it.
+        self.flush_batches(consumer)?;
+        self.cache_full = false;
+        let only = if self.guarantee == ProcessingGuarantee::ExactlyOnce { None } else { only };
+        let selected = |p: &i32| only.is_none_or(|o| o.contains(p));
+        let dirty: Vec<i32> =
+            self.by_partition.iter().filter(|(p, t)| selected(p) && t.is_dirty()).map(|(p, _)| *p).collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let reports = match self.guarantee {
+            ProcessingGuarantee::None => {
+                self.sink.flush()?;
+                for t in self.by_partition.values_mut() {
+                    t.mark_clean();
+                }
+                return Ok(());
+            }
+            ProcessingGuarantee::AtLeastOnce => self.checkpoint_at_least_once(consumer, &dirty, reason)?,
+            ProcessingGuarantee::ExactlyOnce => match self.checkpoint_exactly_once(consumer, &dirty)? {
+                Some(reports) => reports,
+                None => return Ok(()), // rolled back
+            },
+        };
+        self.checkpoints += 1;
+        self.summary.add(&reports, self.records, started.elapsed(), reason);
+        Ok(())
+    }
+
+    /// At-least-once: outputs acknowledged, then the changelog appended and
+    /// acknowledged, then RocksDB, then the advisory group commit.
+    pub(crate) fn checkpoint_at_least_once(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        dirty: &[i32],
+        reason: Reason,
+    ) -> Result<Vec<CheckpointReport>, PipelineError> {
+        // Before any changelog record: a checkpoint the changelog holds
+        // complete must never stand for outputs that were not delivered.
+        self.sink.flush()?;
+        let mut pending = Vec::with_capacity(dirty.len());
+        for p in dirty {
+            let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
+            pending.push((
+                *p,
+                task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink)?,
+            ));
+        }
+        self.sink.flush()?;
+        let reports = self.commit_local(pending)?;
+        // Advisory copy of the checkpointed offsets; the final one is waited for.
+        let mode = if reason == Reason::Shutdown { CommitMode::Sync } else { CommitMode::Async };
+        if let Err(e) = consumer.commit(&offsets(&reports), mode) {
+            tracing::warn!("committing checkpointed offsets to the group failed (they are safe locally): {e}");
+        }
+        Ok(reports)
+    }
+
+    /// Exactly-once: the changelog records and the input offsets join the
+    /// interval's transaction; once it commits, RocksDB. A transaction that
+    /// fails is aborted and every task rolled back (`None`).
+    pub(crate) fn checkpoint_exactly_once(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        dirty: &[i32],
+    ) -> Result<Option<Vec<CheckpointReport>>, PipelineError> {
+        let mut pending = Vec::with_capacity(dirty.len());
+        let mut tpl = TopicPartitionList::new();
+        let mut sent = Ok(());
+        for p in dirty {
+            let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
+            for (topic, offset) in task.positions() {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*offset));
+            }
+            match task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink) {
+                Ok(pc) => pending.push((*p, pc)),
+                Err(TaskError::Sink(e)) => {
+                    sent = Err(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let committed = sent.and_then(|()| {
+            let group = consumer.group_metadata().ok_or(SinkError::Transaction {
+                what: "reading the consumer group metadata",
+                source: KafkaError::NoMessageReceived,
+            })?;
+            self.sink.commit_transaction(&tpl, &group)
+        });
+        match committed {
+            Ok(()) => {
+                self.rollbacks = 0;
+                Ok(Some(self.commit_local(pending)?))
+            }
+            Err(e) if !e.is_fatal() => {
+                self.rollback(consumer, e)?;
+                Ok(None)
+            }
+            Err(e) if e.is_fenced() => {
+                Err(PipelineError::Fenced { application_id: self.env.application_id.clone(), cause: e.to_string() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The second half of every dirty task's checkpoint: RocksDB.
+    pub(crate) fn commit_local(
+        &mut self,
+        pending: Vec<(i32, PendingCheckpoint)>,
+    ) -> Result<Vec<CheckpointReport>, PipelineError> {
+        let mut reports = Vec::with_capacity(pending.len());
+        for (p, pc) in pending {
+            let marker = self.sink.marker_offset(p);
+            let task = self.by_partition.get_mut(&p).expect("dirty tasks exist");
+            let report = task.commit_checkpoint(pc, marker)?;
+            tracing::debug!(
+                "task {p}: checkpoint {} at {}: {} keys written, {} deleted, snapshot {} B, changelog offset {marker:?}",
+                report.number,
+                show_offsets(&report.offsets),
+                report.stats.keys_written,
+                report.stats.keys_deleted,
+                report.snapshot_bytes
+            );
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Exactly-once: aborts the open transaction and puts every task back at
+    /// its last checkpoint (fresh instance, restored snapshot, inputs seeked).
+    /// A failure that repeats (the same record failing again) stops the host
+    /// after [`MAX_ROLLBACKS`] rollbacks in a row instead of looping.
+    pub(crate) fn rollback(
+        &mut self,
+        consumer: &BaseConsumer<SourceContext>,
+        cause: SinkError,
+    ) -> Result<(), PipelineError> {
+        self.sink.abort_transaction()?;
+        self.rollbacks += 1;
+        if self.rollbacks >= MAX_ROLLBACKS {
+            return Err(PipelineError::RolledBack { times: self.rollbacks, cause: Box::new(cause) });
+        }
+        tracing::warn!(
+            "transaction failed ({cause}); aborted it and rolling every task back to its last checkpoint ({} of {MAX_ROLLBACKS} in a row)",
+            self.rollbacks
+        );
+        for (p, task) in std::mem::take(&mut self.by_partition) {
+            let task = task.reopen(&self.env)?;
+            for (topic, offset) in task.positions() {
+                consumer.seek(topic, p, Offset::Offset(*offset), Duration::from_secs(10)).map_err(|source| {
+                    // A consumer fenced out of its group can no longer seek:
+                    // that, not the seek, is what to report.
+                    match consumer.client().fatal_error() {
+                        Some((_, cause)) => {
+                            PipelineError::Fenced { application_id: self.env.application_id.clone(), cause }
+                        }
+                        None => PipelineError::Kafka { what: "seeking back to the checkpoint", source },
+                    }
+                })?;
+            }
+            self.by_partition.insert(p, task);
+        }
+        Ok(())
+    }
+
+    /// Drops every task without a checkpoint (after a failure): their dirty
+    /// state is discarded and a restart replays from the last checkpoint.
+    pub(crate) fn abandon(&mut self) {
+        self.by_partition.clear();
+    }
+}
+
+/// The checkpointed offsets of these reports, for the group.
+fn offsets(reports: &[CheckpointReport]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for r in reports {
+        for (topic, offset) in &r.offsets {
+            let _ = tpl.add_partition_offset(topic, r.partition, Offset::Offset(*offset));
+        }
+    }
+    tpl
+}
+
+/// Aggregates checkpoints into info-level lines: one per checkpoint when the
+/// interval is long, at most one every few seconds when it is short.
+struct Summary {
+    /// When the last line was written; `None` before the first one.
+    last_line: Option<Instant>,
+    started: Instant,
+    last_records: u64,
+    rounds: u64,
+    keys: u64,
+    snapshot_bytes: usize,
+    busiest: Duration,
+}
+
+const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+impl Summary {
+    fn new() -> Self {
+        Summary {
+            last_line: None,
+            started: Instant::now(),
+            last_records: 0,
+            rounds: 0,
+            keys: 0,
+            snapshot_bytes: 0,
+            busiest: Duration::ZERO,
+        }
+    }
+
+    fn add(&mut self, reports: &[CheckpointReport], records: u64, took: Duration, reason: Reason) {
+        self.rounds += 1;
+        self.keys += reports.iter().map(|r| r.stats.keys_written + r.stats.keys_deleted).sum::<u64>();
+        self.snapshot_bytes = reports.iter().map(|r| r.snapshot_bytes).sum();
+        self.busiest = self.busiest.max(took);
+        let elapsed = self.last_line.unwrap_or(self.started).elapsed();
+        let recent = self.last_line.is_some_and(|t| t.elapsed() < SUMMARY_EVERY);
+        if recent && matches!(reason, Reason::Interval | Reason::CacheFull) {
+            return;
+        }
+        let offsets: Vec<String> =
+            reports.iter().map(|r| format!("task {}: {}", r.partition, show_offsets(&r.offsets))).collect();
+        let numbers: BTreeSet<u64> = reports.iter().map(|r| r.number).collect();
+        let rate = (records - self.last_records) as f64 / elapsed.as_secs_f64().max(1e-3);
+        let label = match reason {
+            Reason::Shutdown => "final checkpoint",
+            Reason::Revoke => "checkpoint before revoke",
+            Reason::CacheFull => "checkpoint (statestore.cache.max.bytes reached)",
+            Reason::Interval => "checkpoint",
+        };
+        let rounds =
+            if self.rounds > 1 { format!(" ({} checkpoints since the last line)", self.rounds) } else { String::new() };
+        tracing::info!(
+            "{label} {}{rounds}: {}; {} keys written, snapshots {} B, took {} ms; {records} records processed ({rate:.0}/s)",
+            numbers.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
+            offsets.join("; "),
+            self.keys,
+            self.snapshot_bytes,
+            self.busiest.as_millis(),
+        );
+        *self = Summary { last_records: records, last_line: Some(Instant::now()), ..Summary::new() };
+    }
+}
+
+/// Exactly-once rollbacks in a row after which the host stops.
+pub const MAX_ROLLBACKS: u32 = 3;
