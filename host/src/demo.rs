@@ -53,6 +53,10 @@ pub enum DemoError {
     Pipeline(Box<PipelineError>),
     #[error("the pipeline thread panicked")]
     Panicked,
+    #[error(
+        "{wrong} of {words} words ended with a count other than their occurrences in the sentences, e.g. {example}"
+    )]
+    WrongCounts { wrong: usize, words: usize, example: String },
 }
 
 impl From<PipelineError> for DemoError {
@@ -60,6 +64,8 @@ impl From<PipelineError> for DemoError {
         DemoError::Pipeline(Box::new(e))
     }
 }
+
+const APPLICATION_ID: &str = "demo-wordcount";
 
 pub fn run(module: &Path) -> Result<(), DemoError> {
     if !module.is_file() {
@@ -70,10 +76,13 @@ pub fn run(module: &Path) -> Result<(), DemoError> {
     let bootstrap = cluster.bootstrap_servers();
     cluster.create_topic(INPUT, 2, 1)?;
     cluster.create_topic(OUTPUT, 1, 1)?;
+    // The mock cluster answers no CreateTopics: the changelog topic the host
+    // would create (one partition per input partition) is made here.
+    cluster.create_topic(&crate::changelog::topic_name(APPLICATION_ID), 2, 1)?;
     let state_dir = std::env::temp_dir().join(format!("wasmstream-demo-{}", std::process::id()));
     let text = format!(
         r#"
-application.id = "demo-wordcount"
+application.id = "{APPLICATION_ID}"
 bootstrap.servers = "{bootstrap}"
 commit.interval.ms = 1000
 state.dir = "{}"
@@ -131,7 +140,25 @@ outputs = ["{OUTPUT}"]
         println!("  {w:<12} {c}");
     }
     let _ = std::fs::remove_dir_all(&state_dir);
-    println!("\nDone: both runs stopped cleanly; run 2 resumed at the checkpoint, so no sentence was counted twice.");
+    // Checked, not claimed: every word's count is its occurrences in both runs.
+    let mut expected = BTreeMap::<String, u64>::new();
+    for sentence in FIRST_RUN.iter().chain(SECOND_RUN) {
+        for w in words(sentence) {
+            *expected.entry(w).or_default() += 1;
+        }
+    }
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(w, n)| totals.get(*w) != Some(n))
+        .map(|(w, n)| format!("`{w}`: {} instead of {n}", totals.get(w).copied().unwrap_or(0)))
+        .collect();
+    if let Some(example) = wrong.first() {
+        return Err(DemoError::WrongCounts { wrong: wrong.len(), words: expected.len(), example: example.clone() });
+    }
+    println!(
+        "\nDone: both runs stopped cleanly; run 2 resumed at the checkpoint, and all {} words' counts equal their occurrences in the sentences: none was counted twice or lost.",
+        expected.len()
+    );
     Ok(())
 }
 
@@ -147,6 +174,13 @@ fn produce(bootstrap: &str, lines: &[&str], first_key: usize) -> Result<(), Demo
 
 /// Runs the pipeline until it has processed `records` records and their
 /// outputs have been printed, then stops it gracefully.
+/// The words of a sentence as `examples/wordcount` splits them.
+fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .map(|w| w.trim_matches('\'').to_lowercase())
+        .filter(|w| !w.is_empty())
+}
+
 fn run_until_done(config: &config::Config, records: u64, received: &AtomicU64) -> Result<(), DemoError> {
     let shutdown = Shutdown::new();
     let progress = Arc::new(Progress::default());

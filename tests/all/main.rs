@@ -4,6 +4,7 @@
 mod changelog;
 mod chaos;
 mod config_errors;
+mod demo;
 mod eos;
 mod pipeline;
 mod support;
