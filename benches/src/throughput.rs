@@ -45,7 +45,7 @@ pub struct Args {
 /// Every row, in the order they run; `plain` first (the others' yardstick).
 const ALL_ROWS: &str = "plain,map-alos-1000,native-alos-1000,count-alos-1000,map-eos-1000,count-eos-1000,\
      wordcount-alos-1000,wordcount-eos-1000,kstreams-alos-1000,kstreams-eos-1000,map-alos-100,map-eos-100,\
-     wordcount-alos-100,wordcount-eos-100";
+     wordcount-alos-100,wordcount-eos-100,state-1m";
 
 /// Median and range of a row's runs, in records/s, and the median wait
 /// for the outputs to become visible.
@@ -247,6 +247,7 @@ fn label(s: &Spec<'_>) -> String {
         "native" => "the same map compiled into the host",
         "count" => "per-key count (1M keys, RocksDB state)",
         "wordcount" => "word count (~16 words/record)",
+        "state" => "per-key count, 1M keys: restart and rebuild",
         _ => "Kafka Streams word count (reference)",
     };
     format!("{what}, {}, {} ms", if s.eos { "exactly_once" } else { "at_least_once" }, s.interval_ms)
@@ -352,9 +353,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // machine or the broker over the run weighs on every row alike.
     let selected: Vec<&str> = ALL_ROWS.split(',').filter(|r| args.rows.iter().any(|a| a == r)).collect();
     let mut runs: Vec<Vec<Run>> = selected.iter().map(|_| Vec::new()).collect();
+    let mut state_runs: Vec<StateRun> = Vec::new();
     for round in 0..args.repeat.max(1) {
         for (i, name) in selected.iter().enumerate() {
             eprintln!("bench: round {} of {}: {name}", round + 1, args.repeat.max(1));
+            if *name == "state-1m" {
+                state_runs.push(state_run(args, b, &engine, state.path())?);
+                continue;
+            }
             let run = if *name == "plain" { plain_once()? } else { pipeline_once(name, round == 0)? };
             runs[i].push(run);
         }
@@ -405,15 +411,41 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ("word count: wasmstream / Kafka Streams, exactly_once", ratio("wordcount-eos-1000", "kstreams-eos-1000"), 3.0),
     ];
     println!("\n{:<64} {:>10} {:>8} {:>8}", "goal", "measured", "goal", "");
-    for (what, value, goal) in goals {
-        let verdict = if value.is_nan() {
+    let verdict = |value: f64, met: bool| {
+        if value.is_nan() {
             "not run"
-        } else if value >= goal {
+        } else if met {
             "met"
         } else {
             "NOT met"
-        };
-        println!("{what:<64} {value:>10.3} {:>8} {verdict:>8}", format!("≥ {goal}"));
+        }
+    };
+    for (what, value, goal) in goals {
+        println!("{what:<64} {value:>10.3} {:>8} {:>8}", format!("≥ {goal}"), verdict(value, value >= goal));
+    }
+    // The state rows: medians over the rounds. The checkpoint runs on the
+    // processing thread, so processing stalls for all of it.
+    let median_of = |f: &dyn Fn(&StateRun) -> Duration| {
+        let mut v: Vec<Duration> = state_runs.iter().map(f).collect();
+        v.sort();
+        v.get(v.len() / 2).map_or(f64::NAN, Duration::as_secs_f64)
+    };
+    let checkpoint_ms = median_of(&|r| r.checkpoint) * 1000.0;
+    let restart_s = median_of(&|r| r.restart);
+    let rebuild = KEYS as f64 / median_of(&|r| r.rebuild);
+    let state_goals: [(&str, f64, &str, bool); 4] = [
+        ("checkpoint of 1M dirty keys, total (ms)", checkpoint_ms, "≤ 200", checkpoint_ms <= 200.0),
+        (
+            "  processing stall during it (ms; the checkpoint is synchronous)",
+            checkpoint_ms,
+            "≤ 5",
+            checkpoint_ms <= 5.0,
+        ),
+        ("restart with local state (1M keys) to first processed record (s)", restart_s, "≤ 1", restart_s <= 1.0),
+        ("rebuild from the changelog to first processed record (keys/s)", rebuild, "≥ 500000", rebuild >= 500_000.0),
+    ];
+    for (what, value, goal, met) in state_goals {
+        println!("{what:<64} {value:>10.3} {goal:>8} {:>8}", verdict(value, met));
     }
     println!("plain loop (the yardstick): {:.0} records/s", plain.median);
     if results.iter().any(|(n, r)| (n.starts_with("wordcount") || n.starts_with("kstreams")) && !r.median.is_nan()) {
@@ -422,4 +454,61 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The state rows, on their own input (a copy of the key/value records):
+/// the per-key count runs over it with one checkpoint at the end (the
+/// interval and the cache are large), so that checkpoint writes all
+/// 1,000,000 keys; then the host restarts on its local state, then again
+/// with the state directory deleted (rebuilt from the changelog). Each
+/// restart gets one new record and is timed to its first processed record.
+struct StateRun {
+    checkpoint: Duration,
+    restart: Duration,
+    rebuild: Duration,
+}
+
+fn state_run(
+    args: &Args,
+    bootstrap: &str,
+    engine: &wasmtime::Engine,
+    dir: &std::path::Path,
+) -> anyhow::Result<StateRun> {
+    let n = args.records;
+    let input = unique("state-in");
+    let out = unique("state-out");
+    create_topic(bootstrap, &input, 1)?;
+    create_topic(bootstrap, &out, 1)?;
+    produce(bootstrap, &input, (0..n).map(kv))?;
+    let mut cfg = pipeline_config(args, "count", "at_least_once", 600_000, &input, &out, dir)?;
+    cfg.cache_max_bytes = 4 << 30;
+    let module = Module::load(engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?;
+    // Runs the host until `until` holds, then stops it; returns how long
+    // `until` took from the start and how long the stop (with its final
+    // checkpoint) took.
+    let run = |until: &dyn Fn(&Progress) -> bool| -> anyhow::Result<(Duration, Duration)> {
+        let progress = Progress::default();
+        let shutdown = Shutdown::new();
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            let worker = s.spawn(|| pipeline::run_with_module(&cfg, module.clone(), &shutdown, &progress));
+            let deadline = started + Duration::from_secs(600);
+            while !until(&progress) {
+                anyhow::ensure!(!worker.is_finished() && Instant::now() < deadline, "the state run ended early");
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            let reached = started.elapsed();
+            let stopping = Instant::now();
+            shutdown.trigger();
+            worker.join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
+            Ok((reached, stopping.elapsed()))
+        })
+    };
+    let (_, checkpoint) = run(&|p| p.records() >= n as u64)?;
+    produce(bootstrap, &input, std::iter::once(kv(n)))?;
+    let (restart, _) = run(&|p| p.records() > 0)?;
+    std::fs::remove_dir_all(cfg.app_state_dir())?;
+    produce(bootstrap, &input, std::iter::once(kv(n + 1)))?;
+    let (rebuild, _) = run(&|p| p.records() > 0)?;
+    Ok(StateRun { checkpoint, restart, rebuild })
 }
