@@ -367,8 +367,15 @@ pub struct BatchFailure {
     pub error: GuestError,
 }
 
+impl GuestError {
+    /// An error `process-batch` reported (or a malformed batch buffer).
+    pub fn batch(message: String) -> GuestError {
+        GuestError::Guest { export: "process-batch", message }
+    }
+}
+
 fn malformed(e: FormatError) -> GuestError {
-    GuestError::Guest { export: "process-batch", message: e.to_string() }
+    GuestError::batch(e.to_string())
 }
 
 /// Splits an export's outcome into the two failure kinds.
@@ -402,19 +409,14 @@ impl Instance {
                     .call_process_batch(&mut self.store, batch)
                     .map_err(|e| GuestError::Trap { export: "process-batch", message: describe(&e) })?;
                 *outputs = out.outputs;
-                Ok(out.failure.map(|f| BatchFailure {
-                    index: f.index,
-                    error: GuestError::Guest { export: "process-batch", message: f.message },
-                }))
+                Ok(out.failure.map(|f| BatchFailure { index: f.index, error: GuestError::batch(f.message) }))
             }
             Bindings::Native(p) => {
                 let failure = p
                     .process_batch(&mut self.store.data_mut().store, batch, outputs)
                     .map_err(|e| GuestError::Trap { export: "process-batch", message: e.to_string() })?;
-                Ok(failure.map(|(index, message)| BatchFailure {
-                    index: index as u32,
-                    error: GuestError::Guest { export: "process-batch", message },
-                }))
+                Ok(failure
+                    .map(|(index, message)| BatchFailure { index: index as u32, error: GuestError::batch(message) }))
             }
             Bindings::Record(b, scratch) => {
                 let batch = InputBatch::read(batch).map_err(malformed)?;

@@ -291,17 +291,11 @@ impl Task {
         };
         let done = failure.as_ref().map_or(inputs.len(), |f| f.index as usize);
         for out in packed::read_outputs(&self.outputs) {
-            let out = out
-                .map_err(|e| record_err(done, GuestError::Guest { export: "process-batch", message: e.to_string() }))?;
+            let out = out.map_err(|e| record_err(done, GuestError::batch(e.to_string())))?;
             let i = out.input as usize;
             if i >= done {
-                return Err(record_err(
-                    i,
-                    GuestError::Guest {
-                        export: "process-batch",
-                        message: format!("returned an output for input {i} of a batch where {done} were processed"),
-                    },
-                ));
+                let message = format!("returned an output for input {i} of a batch where {done} were processed");
+                return Err(record_err(i, GuestError::batch(message)));
             }
             let Some(target) = sink.route(out.topic) else {
                 return Err(TaskError::UnknownOutput {
@@ -328,14 +322,9 @@ impl Task {
         if let Some(f) = failure {
             return Err(record_err(f.index as usize, f.error));
         }
-        self.clear_batch();
-        Ok(done as u64)
-    }
-
-    /// Drops the batch unprocessed (a rollback re-reads it from Kafka).
-    pub fn clear_batch(&mut self) {
         self.batch.clear();
         self.batch_inputs.clear();
+        Ok(done as u64)
     }
 
     /// First half of a checkpoint: the guest's snapshot, and (with a
