@@ -423,24 +423,22 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (what, value, goal) in goals {
         println!("{what:<64} {value:>10.3} {:>8} {:>8}", format!("≥ {goal}"), verdict(value, value >= goal));
     }
-    // The state rows: medians over the rounds. The checkpoint runs on the
-    // processing thread, so processing stalls for all of it.
+    // The state rows: medians over the rounds.
     let median_of = |f: &dyn Fn(&StateRun) -> Duration| {
         let mut v: Vec<Duration> = state_runs.iter().map(f).collect();
         v.sort();
         v.get(v.len() / 2).map_or(f64::NAN, Duration::as_secs_f64)
     };
     let checkpoint_ms = median_of(&|r| r.checkpoint) * 1000.0;
+    let stall_ms = median_of(&|r| r.stall) * 1000.0;
+    if let Some(r) = state_runs.iter().find(|r| r.checkpoint_keys != KEYS as u64) {
+        anyhow::bail!("the state run's checkpoint held {} keys instead of {KEYS}", r.checkpoint_keys);
+    }
     let restart_s = median_of(&|r| r.restart);
     let rebuild = KEYS as f64 / median_of(&|r| r.rebuild);
     let state_goals: [(&str, f64, &str, bool); 4] = [
         ("checkpoint of 1M dirty keys, total (ms)", checkpoint_ms, "≤ 200", checkpoint_ms <= 200.0),
-        (
-            "  processing stall during it (ms; the checkpoint is synchronous)",
-            checkpoint_ms,
-            "≤ 5",
-            checkpoint_ms <= 5.0,
-        ),
+        ("  processing stall during it (ms)", stall_ms, "≤ 5", stall_ms <= 5.0),
         ("restart with local state (1M keys) to first processed record (s)", restart_s, "≤ 1", restart_s <= 1.0),
         ("rebuild from the changelog to first processed record (keys/s)", rebuild, "≥ 500000", rebuild >= 500_000.0),
     ];
@@ -456,14 +454,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The state rows, on their own input (a copy of the key/value records):
-/// the per-key count runs over it with one checkpoint at the end (the
-/// interval and the cache are large), so that checkpoint writes all
-/// 1,000,000 keys; then the host restarts on its local state, then again
-/// with the state directory deleted (rebuilt from the changelog). Each
-/// restart gets one new record and is timed to its first processed record.
+/// The state rows, on their own input: 1,200,000 key/value records (the
+/// first 1,000,000 of distinct keys). The per-key count runs over it with a
+/// long interval and a cache that fills at exactly 1,000,000 dirty keys, so
+/// one checkpoint of all of them is taken while processing, and the last
+/// 200,000 records are processed while it is written: its total time (cut
+/// to RocksDB) and the processing stall are measured by the host. Then the
+/// host restarts on its local state, then again with the state directory
+/// deleted (rebuilt from the changelog). Each restart gets one new record
+/// and is timed to its first processed record.
 struct StateRun {
+    checkpoint_keys: u64,
     checkpoint: Duration,
+    stall: Duration,
     restart: Duration,
     rebuild: Duration,
 }
@@ -474,23 +477,23 @@ fn state_run(
     engine: &wasmtime::Engine,
     dir: &std::path::Path,
 ) -> anyhow::Result<StateRun> {
-    let n = args.records;
+    let n = KEYS + KEYS / 5;
     let input = unique("state-in");
     let out = unique("state-out");
     create_topic(bootstrap, &input, 1)?;
     create_topic(bootstrap, &out, 1)?;
     produce(bootstrap, &input, (0..n).map(kv))?;
     let mut cfg = pipeline_config(args, "count", "at_least_once", 600_000, &input, &out, dir)?;
-    cfg.cache_max_bytes = 4 << 30;
+    // The count's values are u64s: the cache is full at the 1,000,000th key.
+    cfg.cache_max_bytes = (KEYS * wasmstream::state::entry_bytes(kv(0).0.len(), 8)) as u64 - 1;
     let module = Module::load(engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?;
     // Runs the host until `until` holds, then stops it; returns how long
-    // `until` took from the start and how long the stop (with its final
-    // checkpoint) took.
-    let run = |until: &dyn Fn(&Progress) -> bool| -> anyhow::Result<(Duration, Duration)> {
+    // `until` took from the start, and the run's progress.
+    let run = |until: &dyn Fn(&Progress) -> bool| -> anyhow::Result<(Duration, Progress)> {
         let progress = Progress::default();
         let shutdown = Shutdown::new();
         let started = Instant::now();
-        std::thread::scope(|s| {
+        let reached = std::thread::scope(|s| {
             let worker = s.spawn(|| pipeline::run_with_module(&cfg, module.clone(), &shutdown, &progress));
             let deadline = started + Duration::from_secs(600);
             while !until(&progress) {
@@ -498,17 +501,18 @@ fn state_run(
                 std::thread::sleep(Duration::from_micros(500));
             }
             let reached = started.elapsed();
-            let stopping = Instant::now();
             shutdown.trigger();
             worker.join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
-            Ok((reached, stopping.elapsed()))
-        })
+            Ok(reached)
+        })?;
+        Ok((reached, progress))
     };
-    let (_, checkpoint) = run(&|p| p.records() >= n as u64)?;
+    let (_, progress) = run(&|p| p.records() >= n as u64)?;
+    let largest = progress.largest_checkpoint();
     produce(bootstrap, &input, std::iter::once(kv(n)))?;
     let (restart, _) = run(&|p| p.records() > 0)?;
     std::fs::remove_dir_all(cfg.app_state_dir())?;
     produce(bootstrap, &input, std::iter::once(kv(n + 1)))?;
     let (rebuild, _) = run(&|p| p.records() > 0)?;
-    Ok(StateRun { checkpoint, restart, rebuild })
+    Ok(StateRun { checkpoint_keys: largest.keys, checkpoint: largest.total, stall: largest.stall, restart, rebuild })
 }

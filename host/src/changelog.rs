@@ -96,10 +96,33 @@ pub fn ensure_topic(config: &Config, partitions: usize, existing: Option<usize>)
 /// One complete checkpoint read from the changelog.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// State entries in log order; `None` is a delete.
-    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The state entries' bytes, one after the other (one allocation for a
+    /// replay of millions of records, not two per record).
+    data: Vec<u8>,
+    /// Each entry's key end and, unless it is a delete, value end in `data`.
+    ends: Vec<(usize, Option<usize>)>,
     /// The latest snapshot before the marker, if the log still has one there.
     pub snapshot: Option<Vec<u8>>,
+}
+
+impl Batch {
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.data.extend_from_slice(key);
+        let key_end = self.data.len();
+        let value_end = value.map(|v| {
+            self.data.extend_from_slice(v);
+            self.data.len()
+        });
+        self.ends.push((key_end, value_end));
+    }
+
+    /// The state entries in log order; `None` is a delete.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(k, v)| v.unwrap_or(k)));
+        starts.zip(&self.ends).map(|(start, &(key_end, value_end))| {
+            (&self.data[start..key_end], value_end.map(|end| &self.data[key_end..end]))
+        })
+    }
 }
 
 /// What a replay found.
@@ -158,7 +181,7 @@ pub fn replay(
         let corrupt =
             |message: String| ChangelogError::Corrupt { topic: topic.to_string(), partition, offset, message };
         match key.split_first() {
-            Some((&KIND_STATE, k)) => batch.entries.push((k.to_vec(), msg.payload().map(<[u8]>::to_vec))),
+            Some((&KIND_STATE, k)) => batch.push(k, msg.payload()),
             Some((&KIND_META, META_SNAPSHOT)) => {
                 batch.snapshot = Some(msg.payload().unwrap_or_default().to_vec());
                 torn_snapshot = true;
@@ -182,7 +205,7 @@ pub fn replay(
             );
         }
     }
-    outcome.torn_keys = batch.entries.into_iter().map(|(k, _)| k).collect();
+    outcome.torn_keys = batch.entries().map(|(k, _)| k.to_vec()).collect();
     outcome.torn_snapshot = torn_snapshot;
     if outcome.records > 0 {
         let secs = started.elapsed().as_secs_f64();
@@ -206,6 +229,12 @@ pub fn reader_config(config: &Config) -> ClientConfig {
     }
     cc.set("isolation.level", "read_committed");
     cc.set("enable.partition.eof", "true");
+    // As for the input (see `source::consumer`): a replay drains librdkafka's
+    // prefetch queue faster than its default 1 s pause refills it. Measured
+    // on a 1.2M-record changelog: 150k records/s before.
+    if cc.get("fetch.queue.backoff.ms").is_none() {
+        cc.set("fetch.queue.backoff.ms", crate::source::FETCH_QUEUE_BACKOFF_MS);
+    }
     cc.set("enable.auto.commit", "false");
     // librdkafka wants a group even for `assign`; this one never joins or commits.
     cc.set("group.id", format!("{}-restore", config.application_id));

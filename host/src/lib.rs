@@ -6,7 +6,9 @@
 //! - [`source`]: the consumer, group membership, rebalances (tasks are created
 //!   on assignment, seeked to their checkpoint).
 //! - [`pipeline`]: the loop of one host: poll, process, checkpoint, stop.
+//! - [`tasks`]: every task of a host and the checkpoint protocol across them.
 //! - [`task`]: one per input partition: guest instance, position, checkpoint.
+//! - [`checkpointer`]: the thread that finishes checkpoints off the loop.
 //! - [`guest`]: wasmtime: the component, its bindings, limits, instances.
 //! - [`state`]: write-back cache over RocksDB; atomic checkpoint commits.
 //! - [`checkpoint`]: the checkpoint record and inspecting a state directory.
@@ -19,6 +21,7 @@
 
 pub mod changelog;
 pub mod checkpoint;
+pub mod checkpointer;
 pub mod config;
 pub mod demo;
 pub mod guest;

@@ -20,6 +20,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, SourceContext};
 use crate::task::{ChangelogEnv, Task, TaskEnv, TaskError, short};
+pub use crate::tasks::CheckpointTimes;
 pub use crate::tasks::MAX_ROLLBACKS;
 use crate::tasks::{Reason, Tasks};
 
@@ -71,6 +72,7 @@ pub struct RunSummary {
 pub struct Progress {
     records: AtomicU64,
     checkpoints: AtomicU64,
+    largest: std::sync::Mutex<CheckpointTimes>,
 }
 
 impl Progress {
@@ -84,9 +86,18 @@ impl Progress {
         self.checkpoints.load(Ordering::Acquire)
     }
 
+    /// The round of checkpoints with the most keys so far, of those taken
+    /// while processing (at the interval or a full cache; a stop or a revoke
+    /// waits for its checkpoint by design): its keys, how long it took from
+    /// its cut until RocksDB held it, and how long processing stalled for it.
+    pub fn largest_checkpoint(&self) -> CheckpointTimes {
+        *self.largest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn publish(&self, tasks: &Tasks) {
         self.records.store(tasks.records, Ordering::Release);
         self.checkpoints.store(tasks.checkpoints, Ordering::Release);
+        *self.largest.lock().unwrap_or_else(|p| p.into_inner()) = tasks.largest;
     }
 }
 
@@ -252,6 +263,7 @@ fn process_until_stopped(
         if idle || until_clock == 0 || tasks.cache_full {
             until_clock = CLOCK_EVERY;
             tasks.sink.poll();
+            tasks.settle(consumer, false)?;
             progress.publish(&tasks);
             let now = Instant::now();
             if now >= next_checkpoint || tasks.cache_full {
@@ -263,6 +275,7 @@ fn process_until_stopped(
     }
     let mut tasks = ctx.tasks();
     tasks.flush_batches(consumer)?;
+    tasks.settle(consumer, true)?;
     if tasks.by_partition.values().any(Task::is_dirty) {
         tracing::info!("stopping: taking a final checkpoint");
         tasks.checkpoint(consumer, Reason::Shutdown, None)?;

@@ -9,8 +9,8 @@
 //! about tasks or checkpoints.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -74,22 +74,29 @@ impl SinkError {
     }
 }
 
-/// What a delivery report is about: an output, or the changelog marker of a task.
-const OPAQUE_OUTPUT: usize = 0;
-const OPAQUE_CHANGELOG: usize = 1;
+/// What a delivery report is about, in a record's opaque (low two bits): an
+/// output of the even or odd epoch, a changelog record, or the changelog
+/// marker of a task (its partition in the bits above).
+const OPAQUE_OUTPUT: usize = 0; // + the epoch's parity
+const OPAQUE_CHANGELOG: usize = 2;
+const OPAQUE_MARKER: usize = 3;
 
 fn marker_opaque(partition: i32) -> usize {
-    2 + partition as usize
+    (partition as usize) << 2 | OPAQUE_MARKER
 }
 
-/// Counts failed deliveries (the first failure is kept for the message) and
-/// remembers where each task's last changelog marker landed.
+/// Counts answered and failed deliveries (the first failure is kept for the
+/// message) and remembers where each task's last changelog marker landed.
 #[derive(Default)]
 pub struct DeliveryTracker {
     log: ClientLog,
     failed: AtomicU64,
     first: Mutex<Option<String>>,
     markers: Mutex<HashMap<i32, i64>>,
+    /// Outputs answered (acknowledged or failed), by the epoch's parity.
+    outputs_done: [AtomicU64; 2],
+    changelog_sent: AtomicU64,
+    changelog_done: AtomicU64,
 }
 
 impl rdkafka::ClientContext for DeliveryTracker {
@@ -111,12 +118,18 @@ impl ProducerContext for DeliveryTracker {
                 let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
                 first.get_or_insert_with(|| format!("to {} partition {}: {e}", msg.topic(), msg.partition()));
             }
-            Ok(msg) if opaque >= marker_opaque(0) => {
+            Ok(msg) if opaque & 3 == OPAQUE_MARKER => {
                 let mut markers = self.markers.lock().unwrap_or_else(|p| p.into_inner());
                 markers.insert(msg.partition(), msg.offset());
             }
             Ok(_) => {}
         }
+        // After the failure is counted: whoever waits for this record sees it.
+        let done = match opaque & 3 {
+            epoch @ (0 | 1) => &self.outputs_done[epoch],
+            _ => &self.changelog_done,
+        };
+        done.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -124,12 +137,40 @@ impl ProducerContext for DeliveryTracker {
 /// transaction call, before giving up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
+type Shared = Arc<BaseProducer<DeliveryTracker>>;
+
 pub struct Sink {
-    producer: BaseProducer<DeliveryTracker>,
+    producer: Shared,
     /// Configured output topics; the first is the default.
     outputs: Vec<String>,
     transactional: bool,
     in_transaction: bool,
+    /// The parity of the outputs' epoch, and the outputs sent in each.
+    epoch: usize,
+    outputs_sent: [u64; 2],
+}
+
+/// The outputs sent before a checkpoint's cut (see [`Sink::cut`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Cut {
+    epoch: usize,
+    sent: u64,
+}
+
+/// Where a checkpoint's changelog records go: the sink (in the open
+/// transaction, under exactly-once) or a [`ChangelogWriter`] on the thread
+/// that writes the checkpoint.
+pub trait ChangelogSend {
+    /// Queues one changelog record for a task's partition; a `marker`'s
+    /// offset is remembered (see [`Sink::marker_offset`]).
+    fn send_changelog(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        marker: bool,
+    ) -> Result<(), SinkError>;
 }
 
 impl Sink {
@@ -147,8 +188,7 @@ impl Sink {
             // transaction stops blocking read_committed readers after 10 s.
             cc.set_if_absent("transaction.timeout.ms", "10000");
         }
-        let producer: BaseProducer<DeliveryTracker> =
-            cc.create_with_context(DeliveryTracker::default()).map_err(SinkError::Create)?;
+        let producer: Shared = Arc::new(cc.create_with_context(DeliveryTracker::default()).map_err(SinkError::Create)?);
         if transactional_id.is_some() {
             producer
                 .init_transactions(FLUSH_TIMEOUT)
@@ -159,6 +199,8 @@ impl Sink {
             outputs: config.processor.outputs.clone(),
             transactional: transactional_id.is_some(),
             in_transaction: false,
+            epoch: 0,
+            outputs_sent: [0; 2],
         })
     }
 
@@ -190,7 +232,7 @@ impl Sink {
     pub fn send(&mut self, output: usize, out: &OutputRef<'_>, input_timestamp: Option<i64>) -> Result<(), SinkError> {
         self.begin_if_needed()?;
         let topic = self.outputs[output].as_str();
-        let mut record = BaseRecord::with_opaque_to(topic, OPAQUE_OUTPUT);
+        let mut record = BaseRecord::with_opaque_to(topic, OPAQUE_OUTPUT + self.epoch);
         if let Some(k) = out.key {
             record = record.key(k);
         }
@@ -207,64 +249,29 @@ impl Sink {
             }
             record = record.headers(h);
         }
-        self.enqueue(record)
+        enqueue(&self.producer, record)?;
+        self.outputs_sent[self.epoch] += 1;
+        Ok(())
     }
 
-    /// Queues one changelog record for a task's partition; `marker` records
-    /// have their offset remembered (see [`Sink::marker_offset`]).
-    pub fn send_changelog(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        key: &[u8],
-        value: Option<&[u8]>,
-        marker: bool,
-    ) -> Result<(), SinkError> {
-        self.begin_if_needed()?;
-        let opaque = if marker { marker_opaque(partition) } else { OPAQUE_CHANGELOG };
-        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).partition(partition).key(key);
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        self.enqueue(record)
+    /// Ends the outputs' epoch: what was sent so far belongs to a checkpoint
+    /// cut now, and [`ChangelogWriter::wait_outputs`] waits for it alone.
+    /// Two epochs share the counters: the one before must be answered.
+    pub fn cut(&mut self) -> Cut {
+        let cut = Cut { epoch: self.epoch, sent: self.outputs_sent[self.epoch] };
+        self.epoch ^= 1;
+        cut
     }
 
-    fn enqueue(&self, mut record: BaseRecord<'_, [u8], [u8], usize>) -> Result<(), SinkError> {
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(5));
-                }
-                // A transaction refuses new records once one of its records
-                // failed: that failure is the cause worth naming.
-                Err((source, r)) => {
-                    let _ = self.drain();
-                    return Err(self
-                        .delivery_failure()
-                        .unwrap_or(SinkError::Send { topic: r.topic.to_string(), source }));
-                }
-            }
-        }
-    }
-
-    /// The delivery failures seen since the last abort, if any.
-    fn delivery_failure(&self) -> Option<SinkError> {
-        let ctx = self.producer.context();
-        match ctx.failed.load(Ordering::Relaxed) {
-            0 => None,
-            failed => {
-                let first = ctx.first.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
-                Some(SinkError::Delivery { failed, first })
-            }
-        }
+    /// A handle that writes changelog records from another thread, on this
+    /// sink's producer (at-least-once: no transaction).
+    pub fn changelog_writer(&self) -> ChangelogWriter {
+        ChangelogWriter { producer: Arc::clone(&self.producer) }
     }
 
     /// Where the last acknowledged changelog marker of `partition` landed.
     pub fn marker_offset(&self, partition: i32) -> Option<i64> {
-        let markers = self.producer.context().markers.lock().unwrap_or_else(|p| p.into_inner());
-        markers.get(&partition).copied()
+        marker_offset(&self.producer, partition)
     }
 
     /// Serves delivery reports without blocking.
@@ -272,24 +279,9 @@ impl Sink {
         self.producer.poll(Duration::ZERO);
     }
 
-    /// Serves delivery reports until none is outstanding.
-    fn drain(&self) -> Result<(), SinkError> {
-        // rdkafka's `flush` sleeps in 100 ms steps once the queue is not empty;
-        // a checkpoint stalls processing while it waits, so poll in short steps.
-        let deadline = Instant::now() + FLUSH_TIMEOUT;
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() > deadline {
-                return Err(SinkError::Flush(FLUSH_TIMEOUT, self.producer.in_flight_count()));
-            }
-            self.producer.poll(Duration::from_millis(1));
-        }
-        Ok(())
-    }
-
     /// Waits until every record sent so far is acknowledged; fails if any was not.
     pub fn flush(&self) -> Result<(), SinkError> {
-        self.drain()?;
-        self.delivery_failure().map_or(Ok(()), Err)
+        wait(&self.producer, || self.producer.in_flight_count() == 0)
     }
 
     /// Whether a transaction is open (exactly-once, with records sent since
@@ -324,7 +316,7 @@ impl Sink {
     pub fn abort_transaction(&mut self) -> Result<(), SinkError> {
         if self.in_transaction {
             // librdkafka aborts only once every delivery report has been served.
-            self.drain()?;
+            drain(&self.producer, || self.producer.in_flight_count() == 0)?;
             self.producer
                 .abort_transaction(FLUSH_TIMEOUT)
                 .map_err(|source| SinkError::Transaction { what: "aborting the transaction", source })?;
@@ -335,4 +327,140 @@ impl Sink {
         *ctx.first.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
+}
+
+impl ChangelogSend for Sink {
+    fn send_changelog(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        marker: bool,
+    ) -> Result<(), SinkError> {
+        self.begin_if_needed()?;
+        send_changelog(&self.producer, topic, partition, key, value, marker)
+    }
+}
+
+/// Writes a checkpoint's changelog records, and waits for what the
+/// checkpoint stands for, on the thread that writes the checkpoint.
+pub struct ChangelogWriter {
+    producer: Shared,
+}
+
+impl ChangelogWriter {
+    /// Waits until every output sent before `cut` is answered; fails if any
+    /// record failed.
+    pub fn wait_outputs(&self, cut: Cut) -> Result<(), SinkError> {
+        let done = &self.producer.context().outputs_done[cut.epoch];
+        wait(&self.producer, || done.load(Ordering::Acquire) >= cut.sent)
+    }
+
+    /// Waits until every changelog record sent so far is answered; fails if
+    /// any record failed.
+    pub fn wait_changelog(&self) -> Result<(), SinkError> {
+        let ctx = self.producer.context();
+        let sent = ctx.changelog_sent.load(Ordering::Acquire);
+        wait(&self.producer, || ctx.changelog_done.load(Ordering::Acquire) >= sent)
+    }
+
+    /// Where the last acknowledged changelog marker of `partition` landed.
+    pub fn marker_offset(&self, partition: i32) -> Option<i64> {
+        marker_offset(&self.producer, partition)
+    }
+}
+
+impl ChangelogSend for ChangelogWriter {
+    fn send_changelog(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        marker: bool,
+    ) -> Result<(), SinkError> {
+        send_changelog(&self.producer, topic, partition, key, value, marker)
+    }
+}
+
+fn send_changelog(
+    producer: &BaseProducer<DeliveryTracker>,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    value: Option<&[u8]>,
+    marker: bool,
+) -> Result<(), SinkError> {
+    let opaque = if marker { marker_opaque(partition) } else { OPAQUE_CHANGELOG };
+    let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).partition(partition).key(key);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    let sent = &producer.context().changelog_sent;
+    sent.fetch_add(1, Ordering::Release);
+    enqueue(producer, record).inspect_err(|_| {
+        sent.fetch_sub(1, Ordering::Release);
+    })
+}
+
+/// Queues a record, serving delivery reports while librdkafka's queue is full.
+fn enqueue(
+    producer: &BaseProducer<DeliveryTracker>,
+    mut record: BaseRecord<'_, [u8], [u8], usize>,
+) -> Result<(), SinkError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            // A transaction refuses new records once one of its records
+            // failed: that failure is the cause worth naming.
+            Err((source, r)) => {
+                let _ = drain(producer, || producer.in_flight_count() == 0);
+                return Err(
+                    delivery_failure(producer).unwrap_or(SinkError::Send { topic: r.topic.to_string(), source })
+                );
+            }
+        }
+    }
+}
+
+/// The delivery failures seen since the last abort, if any.
+fn delivery_failure(producer: &BaseProducer<DeliveryTracker>) -> Option<SinkError> {
+    let ctx = producer.context();
+    match ctx.failed.load(Ordering::Relaxed) {
+        0 => None,
+        failed => {
+            let first = ctx.first.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+            Some(SinkError::Delivery { failed, first })
+        }
+    }
+}
+
+fn marker_offset(producer: &BaseProducer<DeliveryTracker>, partition: i32) -> Option<i64> {
+    let markers = producer.context().markers.lock().unwrap_or_else(|p| p.into_inner());
+    markers.get(&partition).copied()
+}
+
+/// Serves delivery reports until `done`.
+fn drain(producer: &BaseProducer<DeliveryTracker>, done: impl Fn() -> bool) -> Result<(), SinkError> {
+    // rdkafka's `flush` sleeps in 100 ms steps once the queue is not empty;
+    // a checkpoint stalls processing while it waits, so poll in short steps.
+    let deadline = Instant::now() + FLUSH_TIMEOUT;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(SinkError::Flush(FLUSH_TIMEOUT, producer.in_flight_count()));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// [`drain`], then fails if any record failed.
+fn wait(producer: &BaseProducer<DeliveryTracker>, done: impl Fn() -> bool) -> Result<(), SinkError> {
+    drain(producer, done)?;
+    delivery_failure(producer).map_or(Ok(()), Err)
 }

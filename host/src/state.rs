@@ -3,20 +3,23 @@
 //!
 //! Owns the task's RocksDB (`<state.dir>/<application.id>/task-<partition>/`)
 //! and the dirty entries since the last checkpoint. Reads see the task's own
-//! writes (the cache first); [`TaskStore::commit`] writes the dirty entries, the
-//! checkpoint record and the guest snapshot in one `WriteBatch`, so what RocksDB
+//! writes (the cache first). A checkpoint [`TaskStore::freeze`]s the cache:
+//! its entries become a [`LocalCommit`] that another thread writes, with the
+//! checkpoint record and the guest snapshot, in one `WriteBatch`, while reads
+//! see them under the new cache until [`TaskStore::release`]. So what RocksDB
 //! holds always belongs to exactly one checkpoint. Under
 //! `processing.guarantee = none` there is no cache: writes go straight through.
 //! It does not decide *when* to checkpoint (that is `task`) nor talk to Kafka.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The write-back cache's map: foldhash, not SipHash (the cache is hashed
 /// twice per state update; callgrind: SipHash was ~370 instructions of it).
 type Cache = HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>;
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, FlushOptions, IteratorMode, Options, WriteBatch};
 
 use crate::checkpoint::Checkpoint;
 
@@ -27,6 +30,11 @@ const META_SNAPSHOT: &[u8] = b"snapshot";
 
 /// Bytes a cache entry costs beyond its key and value (for the size limit).
 const ENTRY_OVERHEAD: usize = 48;
+
+/// What one dirty entry counts against `statestore.cache.max.bytes`.
+pub fn entry_bytes(key_len: usize, value_len: usize) -> usize {
+    key_len + value_len + ENTRY_OVERHEAD
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -73,11 +81,13 @@ pub struct CommitStats {
 }
 
 pub struct TaskStore {
-    db: DB,
+    db: Arc<DB>,
     path: PathBuf,
     /// Dirty entries since the last checkpoint; `None` is a delete.
     cache: Cache,
     cache_bytes: usize,
+    /// The entries of the checkpoint being written (see [`TaskStore::freeze`]).
+    frozen: Option<Arc<Cache>>,
     write_through: bool,
 }
 
@@ -102,8 +112,15 @@ impl TaskStore {
     pub fn open(path: &Path, write_through: bool) -> Result<(TaskStore, Restored), StateError> {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let cfs = [CF_STATE, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?;
-        let store = TaskStore { db, path: path.to_path_buf(), cache: Cache::default(), cache_bytes: 0, write_through };
+        let db = Arc::new(DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?);
+        let store = TaskStore {
+            db,
+            path: path.to_path_buf(),
+            cache: Cache::default(),
+            cache_bytes: 0,
+            frozen: None,
+            write_through,
+        };
         let restored = store.read_checkpoint()?;
         Ok((store, restored))
     }
@@ -113,8 +130,15 @@ impl TaskStore {
     pub fn read_only(path: &Path) -> Result<(Restored, Entries), StateError> {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let db = DB::open_cf_for_read_only(&Options::default(), path, [CF_STATE, CF_META], false).map_err(err)?;
-        let store =
-            TaskStore { db, path: path.to_path_buf(), cache: Cache::default(), cache_bytes: 0, write_through: false };
+        let store = TaskStore {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+            cache: Cache::default(),
+            cache_bytes: 0,
+            frozen: None,
+            // Never written, so nothing to flush when it closes.
+            write_through: true,
+        };
         let restored = store.read_checkpoint()?;
         let entries = store.scan_db(b"", 0)?;
         Ok((restored, entries))
@@ -153,6 +177,9 @@ impl TaskStore {
         if let Some(v) = self.cache.get(key) {
             return Ok(v.clone());
         }
+        if let Some(v) = self.frozen.as_ref().and_then(|f| f.get(key)) {
+            return Ok(v.clone());
+        }
         self.db.get_cf(self.cf(CF_STATE), key).map_err(|e| self.rocks(e))
     }
 
@@ -173,7 +200,7 @@ impl TaskStore {
     }
 
     fn cache_insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let size = |klen: usize, v: &Option<Vec<u8>>| klen + v.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD;
+        let size = |klen: usize, v: &Option<Vec<u8>>| entry_bytes(klen, v.as_ref().map_or(0, Vec::len));
         let klen = key.len();
         self.cache_bytes += size(klen, &value);
         if let Some(old) = self.cache.insert(key, value) {
@@ -186,6 +213,10 @@ impl TaskStore {
         let limit = if limit == 0 { usize::MAX } else { limit as usize };
         let mut dirty: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
             self.cache.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
+        if let Some(frozen) = &self.frozen {
+            let shadowed = |k: &Vec<u8>| self.cache.contains_key(k);
+            dirty.extend(frozen.iter().filter(|(k, _)| k.starts_with(prefix) && !shadowed(k)));
+        }
         if dirty.is_empty() {
             return self.scan_db(prefix, limit);
         }
@@ -240,56 +271,47 @@ impl TaskStore {
     }
 
     /// Writes the dirty entries, `checkpoint` and `snapshot` in one atomic batch,
-    /// then empties the cache.
+    /// then empties the cache (a checkpoint on the calling thread).
     pub fn commit(&mut self, checkpoint: &Checkpoint, snapshot: &[u8]) -> Result<CommitStats, StateError> {
-        let mut batch = WriteBatch::default();
-        let mut stats = CommitStats::default();
-        let state = self.cf(CF_STATE);
-        for (k, v) in &self.cache {
-            match v {
-                Some(v) => {
-                    batch.put_cf(state, k, v);
-                    stats.keys_written += 1;
-                }
-                None => {
-                    batch.delete_cf(state, k);
-                    stats.keys_deleted += 1;
-                }
-            }
-        }
-        let meta = self.cf(CF_META);
-        batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
-        batch.put_cf(meta, META_SNAPSHOT, snapshot);
-        self.db.write(batch).map_err(|e| self.rocks(e))?;
-        self.cache.clear();
-        self.cache_bytes = 0;
+        let stats = self.freeze().write(checkpoint, snapshot)?;
+        self.release();
         Ok(stats)
     }
 
-    /// The dirty entries since the last checkpoint (`None`: deleted), in no
-    /// particular order: what a checkpoint appends to the changelog.
-    pub fn delta(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        self.cache.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    /// Starts a checkpoint: the dirty entries move out of the cache into the
+    /// returned [`LocalCommit`], which reads still see (under the writes that
+    /// follow) until [`TaskStore::release`]. One checkpoint at a time: the
+    /// previous one must be released.
+    pub fn freeze(&mut self) -> LocalCommit {
+        assert!(self.frozen.is_none(), "{}: a checkpoint is still being written", self.path.display());
+        let delta = Arc::new(std::mem::take(&mut self.cache));
+        self.cache_bytes = 0;
+        self.frozen = Some(Arc::clone(&delta));
+        LocalCommit { db: Arc::clone(&self.db), path: self.path.clone(), delta }
     }
 
+    /// Ends a checkpoint whose [`LocalCommit`] was written (or abandoned):
+    /// reads go to RocksDB again for its entries.
+    pub fn release(&mut self) {
+        self.frozen = None;
+    }
+
+    /// Whether a frozen checkpoint is not released yet.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
     /// Applies a complete checkpoint read back from the changelog: its state
     /// entries, its snapshot (if the log still has it) and its record, in one
     /// batch. The cache must be empty (a store being restored).
-    pub fn apply(
+    pub fn apply<'a>(
         &mut self,
-        entries: &[(Vec<u8>, Option<Vec<u8>>)],
+        entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
         snapshot: Option<&[u8]>,
         checkpoint: &Checkpoint,
     ) -> Result<(), StateError> {
         debug_assert!(self.cache.is_empty());
         let mut batch = WriteBatch::default();
-        let state = self.cf(CF_STATE);
-        for (k, v) in entries {
-            match v {
-                Some(v) => batch.put_cf(state, k, v),
-                None => batch.delete_cf(state, k),
-            }
-        }
+        put_sorted(&mut batch, self.cf(CF_STATE), entries);
         let meta = self.cf(CF_META);
         batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
         if let Some(s) = snapshot {
@@ -298,10 +320,98 @@ impl TaskStore {
         self.db.write(batch).map_err(|e| self.rocks(e))
     }
 
-    /// Forgets the dirty entries (rollback to the last checkpoint).
+    /// Forgets the dirty entries, frozen ones too (rollback to the last
+    /// checkpoint; a frozen checkpoint's writer must have finished).
     pub fn discard(&mut self) {
         self.cache.clear();
         self.cache_bytes = 0;
+        self.frozen = None;
+    }
+
+    /// Writes the memtables to table files, so that the next open need not
+    /// replay the write-ahead log.
+    pub fn flush(&self) -> Result<(), StateError> {
+        let cfs = [CF_STATE, CF_META].map(|n| self.cf(n));
+        self.db.flush_cfs_opt(&cfs.iter().collect::<Vec<_>>(), &FlushOptions::default()).map_err(|e| self.rocks(e))
+    }
+}
+
+/// Adds `entries` (`None`: a delete) to `batch` in key order, the last of
+/// equal keys winning. Measured on 1M keys: the write took 2.4 s in the hash
+/// order of the cache, 0.9 s in key order (the memtable's inserts then walk
+/// nearby nodes).
+fn put_sorted<'a>(
+    batch: &mut WriteBatch,
+    cf: &rocksdb::ColumnFamily,
+    entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+) -> CommitStats {
+    let mut sorted: Vec<_> = entries.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0)); // stable: equal keys stay in order
+    let mut stats = CommitStats::default();
+    for (i, (k, v)) in sorted.iter().enumerate() {
+        if sorted.get(i + 1).is_some_and(|next| next.0 == *k) {
+            continue;
+        }
+        match v {
+            Some(v) => {
+                batch.put_cf(cf, k, v);
+                stats.keys_written += 1;
+            }
+            None => {
+                batch.delete_cf(cf, k);
+                stats.keys_deleted += 1;
+            }
+        }
+    }
+    stats
+}
+
+impl Drop for TaskStore {
+    /// A store closes with its checkpoints in table files: the next open
+    /// need not replay them from the write-ahead log (measured: 2.3 s for a
+    /// checkpoint of 1M keys).
+    fn drop(&mut self) {
+        if !self.write_through
+            && Arc::strong_count(&self.db) == 1
+            && let Err(e) = self.flush()
+        {
+            tracing::warn!("{e} (flushing on close; the next open replays the write-ahead log instead)");
+        }
+    }
+}
+
+/// The local half of one checkpoint: its dirty entries, to be written to the
+/// task's RocksDB with the checkpoint record and snapshot, on any thread.
+pub struct LocalCommit {
+    db: Arc<DB>,
+    path: PathBuf,
+    delta: Arc<Cache>,
+}
+
+impl std::fmt::Debug for LocalCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCommit").field("path", &self.path).field("entries", &self.delta.len()).finish()
+    }
+}
+
+impl LocalCommit {
+    /// The checkpoint's state entries (`None`: deleted), in no particular
+    /// order: what it appends to the changelog.
+    pub fn delta(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.delta.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// Writes the entries, `checkpoint` and `snapshot` in one batch.
+    pub fn write(&self, checkpoint: &Checkpoint, snapshot: &[u8]) -> Result<CommitStats, StateError> {
+        let rocks = |source| StateError::Rocks { path: self.path.clone(), source };
+        let cf = |n| self.db.cf_handle(n).expect("column families are created at open");
+        let mut batch = WriteBatch::default();
+        let stats = put_sorted(&mut batch, cf(CF_STATE), self.delta.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+        let meta = cf(CF_META);
+        batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
+        batch.put_cf(meta, META_SNAPSHOT, snapshot);
+        self.db.write(batch).map_err(rocks)?;
+        Ok(stats)
     }
 }
 
@@ -354,6 +464,33 @@ mod tests {
             .collect();
         assert_eq!(all, [("p/1", "db"), ("p/2", "c"), ("p/3", "c")].map(|(a, b)| (a.to_string(), b.to_string())));
         assert_eq!(s.scan_prefix(b"p/", 2).expect("scan").len(), 2);
+    }
+
+    #[test]
+    fn apply_keeps_the_last_of_equal_keys_and_frozen_entries_stay_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+        let log: [(&[u8], Option<&[u8]>); 4] =
+            [(b"b", Some(b"1")), (b"a", Some(b"1")), (b"b", None), (b"a", Some(b"2"))];
+        s.apply(log.into_iter(), None, &ckpt(1)).expect("apply");
+        assert_eq!(s.get(b"a").expect("get"), Some(b"2".to_vec()));
+        assert_eq!(s.get(b"b").expect("get"), None);
+        // A checkpoint being written: its entries are read under newer writes.
+        s.put(b"a".to_vec(), b"3".to_vec()).expect("put");
+        s.put(b"c".to_vec(), b"3".to_vec()).expect("put");
+        let local = s.freeze();
+        s.put(b"c".to_vec(), b"4".to_vec()).expect("put");
+        assert_eq!(s.get(b"a").expect("get"), Some(b"3".to_vec()));
+        assert_eq!(s.get(b"c").expect("get"), Some(b"4".to_vec()));
+        let keys = |s: &mut TaskStore| s.scan_prefix(b"", 0).expect("scan");
+        assert_eq!(keys(&mut s), [(b"a".to_vec(), b"3".to_vec()), (b"c".to_vec(), b"4".to_vec())]);
+        let stats = local.write(&ckpt(2), b"").expect("write");
+        assert_eq!((stats.keys_written, stats.keys_deleted), (2, 0));
+        s.release();
+        assert_eq!(s.get(b"a").expect("get"), Some(b"3".to_vec()));
+        assert_eq!(s.get(b"c").expect("get"), Some(b"4".to_vec()));
+        s.discard();
+        assert_eq!(s.get(b"c").expect("get"), Some(b"3".to_vec()));
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //!
 //! Owns the per-record path (fill the input record, call the guest, route and
 //! send the outputs, advance the position), restoring a task (local store,
-//! then the changelog) and the two halves of its checkpoint: send the delta,
-//! snapshot and marker to the changelog, then commit the same to RocksDB. It
+//! then the changelog) and its checkpoint: the cut (snapshot, checkpoint
+//! record, frozen state), then a [`CheckpointJob`] that sends the delta,
+//! snapshot and marker to the changelog and commits the same to RocksDB. It
 //! does not poll Kafka, decide when the interval is up, or wait for
-//! acknowledgements and transactions: `pipeline` does, between the halves.
+//! acknowledgements and transactions: `tasks` does, between the steps.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use crate::changelog::{self, ChangelogError};
 use crate::checkpoint::Checkpoint;
 use crate::config::ProcessingGuarantee;
 use crate::guest::{GuestError, Instance, Module};
-use crate::sink::{Sink, SinkError};
-use crate::state::{CommitStats, Restored, StateError, TaskStore, task_dir};
+use crate::sink::{ChangelogSend, Sink, SinkError};
+use crate::state::{CommitStats, LocalCommit, Restored, StateError, TaskStore, task_dir};
 use wasmstream_sdk::packed::{self, InputWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum TaskError {
     UnknownOutput { topic: String, partition: i32, offset: i64, target: String, outputs: Vec<String> },
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("the thread that writes checkpoints stopped (it panicked); the last checkpoint was not written")]
+    CheckpointThread,
 }
 
 /// Where a task's changelog is and how to read it back.
@@ -74,12 +77,47 @@ pub struct CheckpointReport {
     pub snapshot_bytes: usize,
 }
 
-/// A checkpoint whose changelog records are sent but whose local commit
-/// waits for them (and the outputs) to be acknowledged or committed.
+/// One task's checkpoint, cut: the guest's snapshot, the checkpoint record
+/// and the state written since the last one, frozen. What remains (the
+/// changelog records, waiting for them and the outputs, RocksDB) may run on
+/// another thread while the task goes on; see [`crate::tasks`].
 #[derive(Debug)]
-pub struct PendingCheckpoint {
+pub struct CheckpointJob {
+    pub partition: i32,
     checkpoint: Checkpoint,
     snapshot: Vec<u8>,
+    local: LocalCommit,
+}
+
+impl CheckpointJob {
+    /// Sends the state delta to the changelog.
+    pub fn send_delta(&self, sink: &mut impl ChangelogSend, topic: &str) -> Result<(), SinkError> {
+        for (k, v) in self.local.delta() {
+            sink.send_changelog(topic, self.partition, &changelog::state_key(k), v, false)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the snapshot and the checkpoint marker to the changelog: once
+    /// acknowledged (with the delta), the checkpoint is complete there.
+    pub fn send_marker(&self, sink: &mut impl ChangelogSend, topic: &str) -> Result<(), SinkError> {
+        write_snapshot_and_marker(sink, topic, self.partition, &self.snapshot, &self.checkpoint)
+    }
+
+    /// Writes the checkpoint to RocksDB, with the changelog offset of its
+    /// marker; the task then [`Task::checkpoint_written`].
+    pub fn write(self, changelog_offset: Option<i64>) -> Result<CheckpointReport, TaskError> {
+        let CheckpointJob { partition, mut checkpoint, snapshot, local } = self;
+        checkpoint.changelog_offset = changelog_offset;
+        let stats = local.write(&checkpoint, &snapshot).map_err(|source| TaskError::State { partition, source })?;
+        Ok(CheckpointReport {
+            partition,
+            number: checkpoint.number,
+            offsets: checkpoint.offsets,
+            stats,
+            snapshot_bytes: snapshot.len(),
+        })
+    }
 }
 
 pub struct Task {
@@ -327,51 +365,22 @@ impl Task {
         Ok(done as u64)
     }
 
-    /// First half of a checkpoint: the guest's snapshot, and (with a
-    /// changelog) the state delta, the snapshot and the marker sent to it.
-    pub fn prepare_checkpoint(
-        &mut self,
-        module_digest: &str,
-        changelog: Option<&ChangelogEnv>,
-        sink: &mut Sink,
-    ) -> Result<PendingCheckpoint, TaskError> {
+    /// Cuts a checkpoint here: the guest's snapshot, the next checkpoint
+    /// record at the task's positions, and the state written since the last
+    /// checkpoint frozen (reads still see it) until [`Task::checkpoint_written`].
+    pub fn cut(&mut self, module_digest: &str) -> Result<CheckpointJob, TaskError> {
         let partition = self.partition;
         let snapshot = self.instance.snapshot().map_err(|source| TaskError::Guest { partition, source })?;
-        let checkpoint = Checkpoint::new(self.checkpoint_number + 1, self.positions.clone(), module_digest.to_string());
-        if let Some(cl) = changelog {
-            for (k, v) in self.instance.store().delta() {
-                sink.send_changelog(&cl.topic, partition, &changelog::state_key(k), v, false)?;
-            }
-            write_snapshot_and_marker(sink, &cl.topic, partition, &snapshot, &checkpoint)?;
-        }
-        Ok(PendingCheckpoint { checkpoint, snapshot })
+        self.checkpoint_number += 1;
+        let checkpoint = Checkpoint::new(self.checkpoint_number, self.positions.clone(), module_digest.to_string());
+        self.pending = 0;
+        let local = self.instance.store().freeze();
+        Ok(CheckpointJob { partition, checkpoint, snapshot, local })
     }
 
-    /// Second half: once the outputs and changelog records are acknowledged
-    /// (or committed), the same delta, snapshot and offsets go to RocksDB in
-    /// one batch, with the changelog offset of the marker.
-    pub fn commit_checkpoint(
-        &mut self,
-        pending: PendingCheckpoint,
-        changelog_offset: Option<i64>,
-    ) -> Result<CheckpointReport, TaskError> {
-        let partition = self.partition;
-        let PendingCheckpoint { mut checkpoint, snapshot } = pending;
-        checkpoint.changelog_offset = changelog_offset;
-        let stats = self
-            .instance
-            .store()
-            .commit(&checkpoint, &snapshot)
-            .map_err(|source| TaskError::State { partition, source })?;
-        self.checkpoint_number = checkpoint.number;
-        self.pending = 0;
-        Ok(CheckpointReport {
-            partition,
-            number: checkpoint.number,
-            offsets: checkpoint.offsets,
-            stats,
-            snapshot_bytes: snapshot.len(),
-        })
+    /// The task's last cut checkpoint is in RocksDB: reads of its state go there.
+    pub fn checkpoint_written(&mut self) {
+        self.instance.store().release();
     }
 
     /// Under `processing.guarantee = none`: forget the interval's bookkeeping
@@ -382,7 +391,7 @@ impl Task {
 }
 
 fn write_snapshot_and_marker(
-    sink: &mut Sink,
+    sink: &mut impl ChangelogSend,
     topic: &str,
     partition: i32,
     snapshot: &[u8],
@@ -418,7 +427,7 @@ fn catch_up(
     let outcome =
         changelog::replay(&changelog.reader, &changelog.topic, partition, from, &label, |batch, checkpoint| {
             applied += 1;
-            store.apply(&batch.entries, batch.snapshot.as_deref(), &checkpoint).map_err(|e| ChangelogError::Corrupt {
+            store.apply(batch.entries(), batch.snapshot.as_deref(), &checkpoint).map_err(|e| ChangelogError::Corrupt {
                 topic: changelog.topic.clone(),
                 partition,
                 offset: checkpoint.changelog_offset.unwrap_or(-1),
@@ -469,12 +478,11 @@ fn repair(
     if let Some(checkpoint) = &restored.checkpoint {
         let mut c = checkpoint.clone();
         c.changelog_offset = sink.marker_offset(partition).or(c.changelog_offset);
-        store.apply(&[], None, &c).map_err(state)?;
+        store.apply(std::iter::empty(), None, &c).map_err(state)?;
     }
     Ok(())
 }
 
-/// Copies a Kafka message into the reused input record, reusing its buffers.
 /// The first 12 hex digits of a digest, for log lines.
 pub fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]

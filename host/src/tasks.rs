@@ -2,7 +2,10 @@
 //! handed to their task's batch, checkpoints under each guarantee (outputs
 //! acknowledged, then the changelog, then RocksDB, then the group commit; or
 //! one transaction under exactly-once), the exactly-once rollback, and the
-//! checkpoint log lines. `pipeline` owns the loop that drives it.
+//! checkpoint log lines. A checkpoint stalls processing only for its cut (and
+//! under exactly-once its transaction): the [`Checkpointer`] thread finishes
+//! it while the loop goes on, and the next cut waits for it. `pipeline` owns
+//! the loop that drives it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -12,11 +15,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::checkpointer::{Checkpointer, Round};
 use crate::config::{Config, ProcessingGuarantee};
 use crate::pipeline::PipelineError;
 use crate::sink::{Sink, SinkError};
 use crate::source::SourceContext;
-use crate::task::{CheckpointReport, PendingCheckpoint, Task, TaskEnv, TaskError, show_offsets};
+use crate::task::{CheckpointReport, Task, TaskEnv, TaskError, show_offsets};
 
 /// Why a checkpoint is taken (for the log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +47,38 @@ pub struct Tasks {
     pub(crate) records: u64,
     pub(crate) checkpoints: u64,
     summary: Summary,
+    checkpointer: Checkpointer,
+    /// The round the checkpointer is finishing.
+    in_flight: Option<Cutting>,
+    /// The round with the most keys so far, of those taken while processing
+    /// (for progress reports).
+    pub(crate) largest: CheckpointTimes,
+}
+
+/// A round of checkpoints handed to the checkpointer.
+struct Cutting {
+    reason: Reason,
+    started: Instant,
+    stall: Duration,
+    records: u64,
+}
+
+/// How long a round of checkpoints took: from its cut until RocksDB held it,
+/// and how long processing stalled for it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckpointTimes {
+    pub keys: u64,
+    pub total: Duration,
+    pub stall: Duration,
 }
 
 impl Tasks {
     pub(crate) fn new(env: TaskEnv, sink: Sink, config: &Config) -> Self {
+        let checkpointer = Checkpointer::start(sink.changelog_writer());
         Tasks {
+            checkpointer,
+            in_flight: None,
+            largest: CheckpointTimes::default(),
             env,
             sink,
             guarantee: config.processing_guarantee,
@@ -164,16 +195,19 @@ impl Tasks {
     }
 
     /// Checkpoints the dirty tasks (of `only`, if given; under exactly-once
-    /// always all, as one transaction spans them).
+    /// always all, as one transaction spans them). Waits for the round
+    /// before; a revoke or a stop also waits for this one.
     pub(crate) fn checkpoint(
         &mut self,
         consumer: &BaseConsumer<SourceContext>,
         reason: Reason,
         only: Option<&BTreeSet<i32>>,
     ) -> Result<(), PipelineError> {
+        let started = Instant::now();
         // What was fetched before the checkpoint is processed before it.
         self.flush_batches(consumer)?;
         self.cache_full = false;
+        self.settle(consumer, true)?;
         let only = if self.guarantee == ProcessingGuarantee::ExactlyOnce { None } else { only };
         let selected = |p: &i32| only.is_none_or(|o| o.contains(p));
         let dirty: Vec<i32> =
@@ -181,8 +215,7 @@ impl Tasks {
         if dirty.is_empty() {
             return Ok(());
         }
-        let started = Instant::now();
-        let reports = match self.guarantee {
+        let round = match self.guarantee {
             ProcessingGuarantee::None => {
                 self.sink.flush()?;
                 for t in self.by_partition.values_mut() {
@@ -190,55 +223,86 @@ impl Tasks {
                 }
                 return Ok(());
             }
-            ProcessingGuarantee::AtLeastOnce => self.checkpoint_at_least_once(consumer, &dirty, reason)?,
+            ProcessingGuarantee::AtLeastOnce => self.cut_at_least_once(&dirty)?,
             ProcessingGuarantee::ExactlyOnce => match self.checkpoint_exactly_once(consumer, &dirty)? {
-                Some(reports) => reports,
+                Some(round) => round,
                 None => return Ok(()), // rolled back
             },
         };
-        self.checkpoints += 1;
-        self.summary.add(&reports, self.records, started.elapsed(), reason);
+        self.checkpointer.submit(round);
+        self.in_flight = Some(Cutting { reason, started, stall: started.elapsed(), records: self.records });
+        if matches!(reason, Reason::Revoke | Reason::Shutdown) {
+            self.settle(consumer, true)?;
+        }
         Ok(())
     }
 
-    /// At-least-once: outputs acknowledged, then the changelog appended and
-    /// acknowledged, then RocksDB, then the advisory group commit.
-    pub(crate) fn checkpoint_at_least_once(
-        &mut self,
-        consumer: &BaseConsumer<SourceContext>,
-        dirty: &[i32],
-        reason: Reason,
-    ) -> Result<Vec<CheckpointReport>, PipelineError> {
-        // Before any changelog record: a checkpoint the changelog holds
-        // complete must never stand for outputs that were not delivered.
-        self.sink.flush()?;
-        let mut pending = Vec::with_capacity(dirty.len());
+    /// Collects the round the checkpointer finished (waiting for it if
+    /// `block`): its tasks read their state from RocksDB again, and under
+    /// at-least-once the checkpointed offsets go to the group (advisory, for
+    /// lag tools).
+    pub(crate) fn settle(&mut self, consumer: &BaseConsumer<SourceContext>, block: bool) -> Result<(), PipelineError> {
+        let Some((result, finished)) = self.checkpointer.collect(block) else { return Ok(()) };
+        let cutting = self.in_flight.take().expect("a round in flight has its cut");
+        let reports = result?;
+        for r in &reports {
+            if let Some(task) = self.by_partition.get_mut(&r.partition) {
+                task.checkpoint_written();
+            }
+            tracing::debug!(
+                "task {}: checkpoint {} at {}: {} keys written, {} deleted, snapshot {} B",
+                r.partition,
+                r.number,
+                show_offsets(&r.offsets),
+                r.stats.keys_written,
+                r.stats.keys_deleted,
+                r.snapshot_bytes
+            );
+        }
+        let times = CheckpointTimes {
+            keys: reports.iter().map(|r| r.stats.keys_written + r.stats.keys_deleted).sum(),
+            total: finished.saturating_duration_since(cutting.started),
+            stall: cutting.stall,
+        };
+        // A stop or a revoke waits for its checkpoint by design.
+        if matches!(cutting.reason, Reason::Interval | Reason::CacheFull) && times.keys >= self.largest.keys {
+            self.largest = times;
+        }
+        if self.guarantee == ProcessingGuarantee::AtLeastOnce {
+            // The final one is waited for.
+            let mode = if cutting.reason == Reason::Shutdown { CommitMode::Sync } else { CommitMode::Async };
+            if let Err(e) = consumer.commit(&offsets(&reports), mode) {
+                tracing::warn!("committing checkpointed offsets to the group failed (they are safe locally): {e}");
+            }
+        }
+        self.checkpoints += 1;
+        self.summary.add(&reports, cutting.records, times, cutting.reason);
+        Ok(())
+    }
+
+    /// At-least-once: the cut. The checkpointer sends the changelog once the
+    /// outputs before the cut are acknowledged, then writes RocksDB.
+    fn cut_at_least_once(&mut self, dirty: &[i32]) -> Result<Round, PipelineError> {
+        let Some(changelog) = &self.env.changelog else { unreachable!("at-least-once has a changelog") };
+        let mut jobs = Vec::with_capacity(dirty.len());
         for p in dirty {
             let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
-            pending.push((
-                *p,
-                task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink)?,
-            ));
+            jobs.push(task.cut(&self.env.module.digest)?);
         }
-        self.sink.flush()?;
-        let reports = self.commit_local(pending)?;
-        // Advisory copy of the checkpointed offsets; the final one is waited for.
-        let mode = if reason == Reason::Shutdown { CommitMode::Sync } else { CommitMode::Async };
-        if let Err(e) = consumer.commit(&offsets(&reports), mode) {
-            tracing::warn!("committing checkpointed offsets to the group failed (they are safe locally): {e}");
-        }
-        Ok(reports)
+        Ok(Round::AtLeastOnce { cut: self.sink.cut(), changelog: changelog.topic.clone(), jobs })
     }
 
     /// Exactly-once: the changelog records and the input offsets join the
-    /// interval's transaction; once it commits, RocksDB. A transaction that
-    /// fails is aborted and every task rolled back (`None`).
+    /// interval's transaction, which commits here; RocksDB is left to the
+    /// checkpointer. A transaction that fails is aborted and every task
+    /// rolled back (`None`).
     pub(crate) fn checkpoint_exactly_once(
         &mut self,
         consumer: &BaseConsumer<SourceContext>,
         dirty: &[i32],
-    ) -> Result<Option<Vec<CheckpointReport>>, PipelineError> {
-        let mut pending = Vec::with_capacity(dirty.len());
+    ) -> Result<Option<Round>, PipelineError> {
+        let Some(changelog) = &self.env.changelog else { unreachable!("exactly-once has a changelog") };
+        let mut jobs = Vec::with_capacity(dirty.len());
         let mut tpl = TopicPartitionList::new();
         let mut sent = Ok(());
         for p in dirty {
@@ -246,13 +310,13 @@ impl Tasks {
             for (topic, offset) in task.positions() {
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*offset));
             }
-            match task.prepare_checkpoint(&self.env.module.digest, self.env.changelog.as_ref(), &mut self.sink) {
-                Ok(pc) => pending.push((*p, pc)),
-                Err(TaskError::Sink(e)) => {
-                    sent = Err(e);
-                    break;
-                }
-                Err(e) => return Err(e.into()),
+            let job = task.cut(&self.env.module.digest)?;
+            sent = job
+                .send_delta(&mut self.sink, &changelog.topic)
+                .and_then(|()| job.send_marker(&mut self.sink, &changelog.topic));
+            jobs.push(job);
+            if sent.is_err() {
+                break;
             }
         }
         let committed = sent.and_then(|()| {
@@ -265,9 +329,14 @@ impl Tasks {
         match committed {
             Ok(()) => {
                 self.rollbacks = 0;
-                Ok(Some(self.commit_local(pending)?))
+                let jobs = jobs.into_iter().map(|j| {
+                    let marker = self.sink.marker_offset(j.partition);
+                    (j, marker)
+                });
+                Ok(Some(Round::Committed { jobs: jobs.collect() }))
             }
             Err(e) if !e.is_fatal() => {
+                drop(jobs);
                 self.rollback(consumer, e)?;
                 Ok(None)
             }
@@ -276,29 +345,6 @@ impl Tasks {
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// The second half of every dirty task's checkpoint: RocksDB.
-    pub(crate) fn commit_local(
-        &mut self,
-        pending: Vec<(i32, PendingCheckpoint)>,
-    ) -> Result<Vec<CheckpointReport>, PipelineError> {
-        let mut reports = Vec::with_capacity(pending.len());
-        for (p, pc) in pending {
-            let marker = self.sink.marker_offset(p);
-            let task = self.by_partition.get_mut(&p).expect("dirty tasks exist");
-            let report = task.commit_checkpoint(pc, marker)?;
-            tracing::debug!(
-                "task {p}: checkpoint {} at {}: {} keys written, {} deleted, snapshot {} B, changelog offset {marker:?}",
-                report.number,
-                show_offsets(&report.offsets),
-                report.stats.keys_written,
-                report.stats.keys_deleted,
-                report.snapshot_bytes
-            );
-            reports.push(report);
-        }
-        Ok(reports)
     }
 
     /// Exactly-once: aborts the open transaction and puts every task back at
@@ -310,6 +356,8 @@ impl Tasks {
         consumer: &BaseConsumer<SourceContext>,
         cause: SinkError,
     ) -> Result<(), PipelineError> {
+        // The last committed round must be in RocksDB: the tasks restart from it.
+        self.settle(consumer, true)?;
         self.sink.abort_transaction()?;
         self.rollbacks += 1;
         if self.rollbacks >= MAX_ROLLBACKS {
@@ -367,6 +415,7 @@ struct Summary {
     keys: u64,
     snapshot_bytes: usize,
     busiest: Duration,
+    stalled: Duration,
 }
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
@@ -381,14 +430,16 @@ impl Summary {
             keys: 0,
             snapshot_bytes: 0,
             busiest: Duration::ZERO,
+            stalled: Duration::ZERO,
         }
     }
 
-    fn add(&mut self, reports: &[CheckpointReport], records: u64, took: Duration, reason: Reason) {
+    fn add(&mut self, reports: &[CheckpointReport], records: u64, times: CheckpointTimes, reason: Reason) {
         self.rounds += 1;
-        self.keys += reports.iter().map(|r| r.stats.keys_written + r.stats.keys_deleted).sum::<u64>();
+        self.keys += times.keys;
         self.snapshot_bytes = reports.iter().map(|r| r.snapshot_bytes).sum();
-        self.busiest = self.busiest.max(took);
+        self.busiest = self.busiest.max(times.total);
+        self.stalled = self.stalled.max(times.stall);
         let elapsed = self.last_line.unwrap_or(self.started).elapsed();
         let recent = self.last_line.is_some_and(|t| t.elapsed() < SUMMARY_EVERY);
         if recent && matches!(reason, Reason::Interval | Reason::CacheFull) {
@@ -407,12 +458,13 @@ impl Summary {
         let rounds =
             if self.rounds > 1 { format!(" ({} checkpoints since the last line)", self.rounds) } else { String::new() };
         tracing::info!(
-            "{label} {}{rounds}: {}; {} keys written, snapshots {} B, took {} ms; {records} records processed ({rate:.0}/s)",
+            "{label} {}{rounds}: {}; {} keys written, snapshots {} B, took {} ms (processing stalled {} ms); {records} records processed ({rate:.0}/s)",
             numbers.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
             offsets.join("; "),
             self.keys,
             self.snapshot_bytes,
             self.busiest.as_millis(),
+            self.stalled.as_millis(),
         );
         *self = Summary { last_records: records, last_line: Some(Instant::now()), ..Summary::new() };
     }

@@ -1,0 +1,125 @@
+//! The thread that finishes checkpoints, so that processing does not wait
+//! for them.
+//!
+//! The processing thread cuts a round of checkpoints (one [`CheckpointJob`]
+//! per dirty task) and hands it over here. Under at-least-once this thread
+//! sends each task's state delta to the changelog, waits until every output
+//! sent before the cut is acknowledged, sends the snapshots and markers,
+//! waits for those, and writes each checkpoint to RocksDB: the order of the
+//! synchronous protocol, only elsewhere. Under exactly-once the processing
+//! thread has committed the round's transaction already and only the RocksDB
+//! writes are left. One round at a time: the next cut waits for this one.
+//! It knows nothing of the consumer or the loop; `tasks` collects results.
+
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::time::Instant;
+
+use crate::sink::{ChangelogWriter, Cut};
+use crate::task::{CheckpointJob, CheckpointReport, TaskError};
+
+/// What is left of a round of checkpoints after its cut.
+#[derive(Debug)]
+pub enum Round {
+    /// At-least-once: the changelog and RocksDB.
+    AtLeastOnce { cut: Cut, changelog: String, jobs: Vec<CheckpointJob> },
+    /// Exactly-once, its transaction committed: RocksDB, with each marker's offset.
+    Committed { jobs: Vec<(CheckpointJob, Option<i64>)> },
+}
+
+/// A finished round: its checkpoints, and when it finished.
+pub type Finished = (Result<Vec<CheckpointReport>, TaskError>, Instant);
+
+pub struct Checkpointer {
+    rounds: Sender<Round>,
+    finished: Receiver<Finished>,
+    in_flight: bool,
+}
+
+impl Checkpointer {
+    /// Starts the thread; `writer` writes the changelog on the host's producer.
+    pub fn start(writer: ChangelogWriter) -> Checkpointer {
+        let (rounds, to_write) = channel::<Round>();
+        let (done, finished) = channel();
+        std::thread::Builder::new()
+            .name("checkpointer".into())
+            .spawn(move || {
+                let mut writer = writer;
+                // Ends when the host drops its end of the channel.
+                for round in to_write {
+                    if done.send((finish(&mut writer, round), Instant::now())).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the checkpoint thread");
+        Checkpointer { rounds, finished, in_flight: false }
+    }
+
+    /// Hands a cut round over. The previous one must have been collected.
+    pub fn submit(&mut self, round: Round) {
+        assert!(!self.in_flight, "one round of checkpoints at a time");
+        self.in_flight = self.rounds.send(round).is_ok();
+    }
+
+    /// Whether a round is being finished.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
+    /// The round in flight, once it is finished (waiting for it if `block`).
+    pub fn collect(&mut self, block: bool) -> Option<Finished> {
+        if !self.in_flight {
+            return None;
+        }
+        let finished = if block {
+            self.finished.recv().ok()
+        } else {
+            match self.finished.try_recv() {
+                Ok(f) => Some(f),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => None,
+            }
+        };
+        self.in_flight = false;
+        // The thread is gone only if it panicked: a checkpoint that failed.
+        Some(finished.unwrap_or_else(|| (Err(TaskError::CheckpointThread), Instant::now())))
+    }
+}
+
+fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointReport>, TaskError> {
+    match round {
+        Round::AtLeastOnce { cut, changelog, jobs } => {
+            let started = Instant::now();
+            // A delta without its marker is a torn checkpoint, which a restore
+            // ignores and repairs: it may go before the outputs are in.
+            for job in &jobs {
+                job.send_delta(writer, &changelog)?;
+            }
+            let sent = started.elapsed();
+            // A marker must never stand for outputs that were not delivered.
+            writer.wait_outputs(cut)?;
+            let outputs = started.elapsed();
+            for job in &jobs {
+                job.send_marker(writer, &changelog)?;
+            }
+            writer.wait_changelog()?;
+            let acknowledged = started.elapsed();
+            let reports = jobs
+                .into_iter()
+                .map(|job| {
+                    let marker = writer.marker_offset(job.partition);
+                    job.write(marker)
+                })
+                .collect();
+            tracing::debug!(
+                "checkpoint round finished in {} ms: changelog sent after {} ms, outputs acknowledged after {}, changelog after {}",
+                started.elapsed().as_millis(),
+                sent.as_millis(),
+                outputs.as_millis(),
+                acknowledged.as_millis()
+            );
+            reports
+        }
+        Round::Committed { jobs } => jobs.into_iter().map(|(job, marker)| job.write(marker)).collect(),
+    }
+}
