@@ -59,7 +59,11 @@ impl Watermark {
     }
 
     pub fn high(&self) -> i64 {
-        self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5)).map_or(0, |(_, h)| h)
+        self.high_of(0)
+    }
+
+    pub fn high_of(&self, partition: i32) -> i64 {
+        self.consumer.fetch_watermarks(&self.topic, partition, Duration::from_secs(5)).map_or(0, |(_, h)| h)
     }
 }
 

@@ -36,8 +36,14 @@ pub struct Args {
     /// kstreams); a ratio needs both of its rows.
     #[arg(long, value_delimiter = ',', default_value = ALL_ROWS)]
     rows: Vec<String>,
+    /// How long the memory row (`rss-8p`) runs.
+    #[arg(long, default_value_t = 600)]
+    rss_seconds: u64,
+    /// Records/s fed to the memory row, over its 8 partitions.
+    #[arg(long, default_value_t = 20_000)]
+    rss_rate: u64,
     /// A short run (about 2 minutes on 2 cores): 300,000 records, 30,000
-    /// sentences, one run per row, the 1000 ms rows only.
+    /// sentences, one run per row, the 1000 ms rows and a 40 s memory row.
     #[arg(long)]
     quick: bool,
 }
@@ -45,7 +51,7 @@ pub struct Args {
 /// Every row, in the order they run; `plain` first (the others' yardstick).
 const ALL_ROWS: &str = "plain,map-alos-1000,native-alos-1000,count-alos-1000,map-eos-1000,count-eos-1000,\
      wordcount-alos-1000,wordcount-eos-1000,kstreams-alos-1000,kstreams-eos-1000,map-alos-100,map-eos-100,\
-     wordcount-alos-100,wordcount-eos-100,state-1m";
+     wordcount-alos-100,wordcount-eos-100,state-1m,rss-8p";
 
 /// Median and range of a row's runs, in records/s, and the median wait
 /// for the outputs to become visible.
@@ -215,7 +221,21 @@ fn pipeline_config(
     output: &str,
     state: &std::path::Path,
 ) -> anyhow::Result<config::Config> {
-    let text = format!(
+    let text = config_text(args, module, guarantee, commit_interval_ms, input, output, state);
+    Ok(config::parse(&text, None, std::path::Path::new(""), &[])?)
+}
+
+/// The config file of a benchmark pipeline.
+fn config_text(
+    args: &Args,
+    module: &str,
+    guarantee: &str,
+    commit_interval_ms: u64,
+    input: &str,
+    output: &str,
+    state: &std::path::Path,
+) -> String {
+    format!(
         "application.id = {:?}\nbootstrap.servers = {:?}\nprocessing.guarantee = {:?}\ncommit.interval.ms = {}\nstate.dir = {:?}\n\
          [processor]\nmodule = {:?}\ninputs = [{input:?}]\noutputs = [{output:?}]\n",
         unique(module),
@@ -223,9 +243,9 @@ fn pipeline_config(
         guarantee,
         commit_interval_ms,
         state.display().to_string(),
-        args.guests.join(format!("{module}.wasm")).display().to_string(),
-    );
-    Ok(config::parse(&text, None, std::path::Path::new(""), &[])?)
+        // Absolute: a config file's relative paths are relative to the file.
+        std::path::absolute(args.guests.join(format!("{module}.wasm"))).unwrap_or_default().display().to_string(),
+    )
 }
 
 /// One pipeline row: `<workload>-<alos|eos>-<commit.interval.ms>`.
@@ -259,7 +279,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.records = 300_000;
         args.sentences = 30_000;
         args.repeat = 1;
-        args.rows.retain(|r| r == "plain" || r.ends_with("-1000"));
+        args.rows.retain(|r| r == "plain" || r == "rss-8p" || r.ends_with("-1000"));
+        args.rss_seconds = args.rss_seconds.min(40);
     }
     let args = &args;
     let (n, sentences) = (args.records, args.sentences);
@@ -354,11 +375,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let selected: Vec<&str> = ALL_ROWS.split(',').filter(|r| args.rows.iter().any(|a| a == r)).collect();
     let mut runs: Vec<Vec<Run>> = selected.iter().map(|_| Vec::new()).collect();
     let mut state_runs: Vec<StateRun> = Vec::new();
+    let mut rss_runs: Vec<RssRun> = Vec::new();
     for round in 0..args.repeat.max(1) {
         for (i, name) in selected.iter().enumerate() {
             eprintln!("bench: round {} of {}: {name}", round + 1, args.repeat.max(1));
             if *name == "state-1m" {
                 state_runs.push(state_run(args, b, &engine, state.path())?);
+                continue;
+            }
+            if *name == "rss-8p" {
+                rss_runs.push(rss_run(args, b, state.path())?);
                 continue;
             }
             let run = if *name == "plain" { plain_once()? } else { pipeline_once(name, round == 0)? };
@@ -445,6 +471,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for (what, value, goal, met) in state_goals {
         println!("{what:<64} {value:>10.3} {goal:>8} {:>8}", verdict(value, met));
     }
+    for r in &rss_runs {
+        let growth = r.last_mib - r.first_mib;
+        println!(
+            "{:<64} {:>10.1} {:>8} {:>8}",
+            format!("host RSS, 8 partitions, WASM map, {} s at {}/s (MiB, peak)", r.seconds, r.rate),
+            r.peak_mib,
+            "≤ 100",
+            verdict(r.peak_mib, r.peak_mib <= 100.0)
+        );
+        // Flat: the last minute's RSS within 5% of the first minute's.
+        let flat = growth.abs() <= 0.05 * r.first_mib;
+        println!(
+            "{:<64} {:>10.1} {:>8} {:>8}",
+            format!("  growth, second {}-s window to the last (MiB)", r.window),
+            growth,
+            "flat",
+            verdict(growth, flat)
+        );
+    }
     println!("plain loop (the yardstick): {:.0} records/s", plain.median);
     if results.iter().any(|(n, r)| (n.starts_with("wordcount") || n.starts_with("kstreams")) && !r.median.is_nan()) {
         println!(
@@ -515,4 +560,125 @@ fn state_run(
     produce(bootstrap, &input, std::iter::once(kv(n + 1)))?;
     let (rebuild, _) = run(&|p| p.records() > 0)?;
     Ok(StateRun { checkpoint_keys: largest.keys, checkpoint: largest.total, stall: largest.stall, restart, rebuild })
+}
+
+/// The memory row: the `wasmstream` binary (a child process, as users run
+/// it) on an 8-partition input fed at a steady rate, its resident set
+/// sampled every second from /proc.
+struct RssRun {
+    seconds: u64,
+    rate: u64,
+    /// The window the first and last figures average over.
+    window: u64,
+    peak_mib: f64,
+    first_mib: f64,
+    last_mib: f64,
+}
+
+fn rss_run(args: &Args, bootstrap: &str, dir: &std::path::Path) -> anyhow::Result<RssRun> {
+    use std::sync::atomic::AtomicBool;
+    let input = unique("rss-in");
+    let out = unique("rss-out");
+    create_topic(bootstrap, &input, 8)?;
+    create_topic(bootstrap, &out, 8)?;
+    let file = dir.join(format!("{}.toml", unique("rss")));
+    std::fs::write(&file, config_text(args, "uppercase", "at_least_once", 30_000, &input, &out, dir))?;
+    let binary = std::env::current_exe()?.with_file_name("wasmstream");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --release -p wasmstream`",
+        binary.display()
+    );
+    let log = dir.join(format!("{}.log", unique("rss")));
+    let mut child = std::process::Command::new(&binary)
+        .args(["run", "--config"])
+        .arg(&file)
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(&log)?.try_clone()?)
+        .spawn()?;
+    let pid = child.id();
+    let rss_mib = || -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
+        Ok(kb / 1024.0)
+    };
+    let stop = AtomicBool::new(false);
+    let seconds = args.rss_seconds.max(10);
+    let rate = args.rss_rate.max(1);
+    let samples = std::thread::scope(|s| -> anyhow::Result<Vec<f64>> {
+        // The feeder: `rate` records/s in 10 ms steps, round-robin over the partitions.
+        let feeder = s.spawn(|| -> anyhow::Result<u64> {
+            let producer: BaseProducer =
+                ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create()?;
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due {
+                    let (k, v) = kv(sent as usize);
+                    let record = BaseRecord::to(&input).key(&k).payload(&v).partition((sent % 8) as i32);
+                    if producer.send(record).is_err() {
+                        producer.poll(Duration::from_millis(5));
+                        continue;
+                    }
+                    sent += 1;
+                }
+                producer.poll(Duration::from_millis(10));
+            }
+            producer.flush(Duration::from_secs(30))?;
+            Ok(sent)
+        });
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        while started.elapsed() < Duration::from_secs(seconds) {
+            std::thread::sleep(Duration::from_secs(1));
+            if let Some(status) = child.try_wait()? {
+                stop.store(true, Ordering::Relaxed);
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                anyhow::bail!(
+                    "wasmstream exited early ({status}); the end of its log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            samples.push(rss_mib()?);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let sent = feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
+        // It kept up: every record fed is output (the map emits one each).
+        let outputs = Watermark::new(bootstrap, &out)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let output = || (0..8).map(|p| outputs.high_of(p)).sum::<i64>() as u64;
+        while output() < sent {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "wasmstream output {} of {sent} records; log: {}",
+                output(),
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!("bench: rss-8p: fed {sent} records in {seconds} s, all of them output");
+        Ok(samples)
+    })?;
+    // A graceful stop: SIGTERM, then its final checkpoint.
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "wasmstream exited with {status}; its log: {}", log.display());
+    // The first window is start-up (module compile, group join): the
+    // comparison starts after it.
+    let window = (seconds / 10).clamp(5, 60) as usize;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok(RssRun {
+        seconds,
+        rate,
+        window: window as u64,
+        peak_mib: samples.iter().copied().fold(0.0, f64::max),
+        first_mib: mean(&samples[window.min(samples.len())..(2 * window).min(samples.len())]),
+        last_mib: mean(&samples[samples.len().saturating_sub(window)..]),
+    })
 }
