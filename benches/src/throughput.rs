@@ -212,17 +212,8 @@ fn plain_loop(
     Ok(())
 }
 
-fn pipeline_config(
-    args: &Args,
-    module: &str,
-    guarantee: &str,
-    commit_interval_ms: u64,
-    input: &str,
-    output: &str,
-    state: &std::path::Path,
-) -> anyhow::Result<config::Config> {
-    let text = config_text(args, module, guarantee, commit_interval_ms, input, output, state);
-    Ok(config::parse(&text, None, std::path::Path::new(""), &[])?)
+fn parse_config(text: &str) -> anyhow::Result<config::Config> {
+    Ok(config::parse(text, None, std::path::Path::new(""), &[])?)
 }
 
 /// The config file of a benchmark pipeline.
@@ -347,7 +338,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let g = if sp.eos { "exactly_once_v2" } else { "at_least_once" };
             crate::kstreams::run(b, input, &out, g, sp.interval_ms, inputs as u64, outputs)?
         } else {
-            let cfg = pipeline_config(args, module, guarantee, sp.interval_ms, input, &out, state.path())?;
+            let cfg = parse_config(&config_text(args, module, guarantee, sp.interval_ms, input, &out, state.path()))?;
             let module = match sp.workload {
                 "native" => Module::native::<uppercase::Uppercase>(&engine, "uppercase"),
                 _ => Module::load(&engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?,
@@ -384,7 +375,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 continue;
             }
             if *name == "rss-8p" {
-                rss_runs.push(rss_run(args, b, state.path())?);
+                // Minutes long and not a ratio: one run is enough.
+                if round == 0 {
+                    rss_runs.push(rss_run(args, b, state.path())?);
+                }
                 continue;
             }
             let run = if *name == "plain" { plain_once()? } else { pipeline_once(name, round == 0)? };
@@ -528,7 +522,7 @@ fn state_run(
     create_topic(bootstrap, &input, 1)?;
     create_topic(bootstrap, &out, 1)?;
     produce(bootstrap, &input, (0..n).map(kv))?;
-    let mut cfg = pipeline_config(args, "count", "at_least_once", 600_000, &input, &out, dir)?;
+    let mut cfg = parse_config(&config_text(args, "count", "at_least_once", 600_000, &input, &out, dir))?;
     // The count's values are u64s: the cache is full at the 1,000,000th key.
     cfg.cache_max_bytes = (KEYS * wasmstream::state::entry_bytes(kv(0).0.len(), 8)) as u64 - 1;
     let module = Module::load(engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?;

@@ -161,6 +161,9 @@ pub struct Cut {
 /// transaction, under exactly-once) or a [`ChangelogWriter`] on the thread
 /// that writes the checkpoint.
 pub trait ChangelogSend {
+    /// The producer, ready for a changelog record.
+    fn changelog_producer(&mut self) -> Result<&BaseProducer<DeliveryTracker>, SinkError>;
+
     /// Queues one changelog record for a task's partition; a `marker`'s
     /// offset is remembered (see [`Sink::marker_offset`]).
     fn send_changelog(
@@ -170,7 +173,19 @@ pub trait ChangelogSend {
         key: &[u8],
         value: Option<&[u8]>,
         marker: bool,
-    ) -> Result<(), SinkError>;
+    ) -> Result<(), SinkError> {
+        let producer = self.changelog_producer()?;
+        let opaque = if marker { marker_opaque(partition) } else { OPAQUE_CHANGELOG };
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).partition(partition).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        let sent = &producer.context().changelog_sent;
+        sent.fetch_add(1, Ordering::Release);
+        enqueue(producer, record).inspect_err(|_| {
+            sent.fetch_sub(1, Ordering::Release);
+        })
+    }
 }
 
 impl Sink {
@@ -330,16 +345,10 @@ impl Sink {
 }
 
 impl ChangelogSend for Sink {
-    fn send_changelog(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        key: &[u8],
-        value: Option<&[u8]>,
-        marker: bool,
-    ) -> Result<(), SinkError> {
+    /// Under exactly-once, in the open transaction.
+    fn changelog_producer(&mut self) -> Result<&BaseProducer<DeliveryTracker>, SinkError> {
         self.begin_if_needed()?;
-        send_changelog(&self.producer, topic, partition, key, value, marker)
+        Ok(&self.producer)
     }
 }
 
@@ -372,36 +381,9 @@ impl ChangelogWriter {
 }
 
 impl ChangelogSend for ChangelogWriter {
-    fn send_changelog(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        key: &[u8],
-        value: Option<&[u8]>,
-        marker: bool,
-    ) -> Result<(), SinkError> {
-        send_changelog(&self.producer, topic, partition, key, value, marker)
+    fn changelog_producer(&mut self) -> Result<&BaseProducer<DeliveryTracker>, SinkError> {
+        Ok(&self.producer)
     }
-}
-
-fn send_changelog(
-    producer: &BaseProducer<DeliveryTracker>,
-    topic: &str,
-    partition: i32,
-    key: &[u8],
-    value: Option<&[u8]>,
-    marker: bool,
-) -> Result<(), SinkError> {
-    let opaque = if marker { marker_opaque(partition) } else { OPAQUE_CHANGELOG };
-    let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).partition(partition).key(key);
-    if let Some(v) = value {
-        record = record.payload(v);
-    }
-    let sent = &producer.context().changelog_sent;
-    sent.fetch_add(1, Ordering::Release);
-    enqueue(producer, record).inspect_err(|_| {
-        sent.fetch_sub(1, Ordering::Release);
-    })
 }
 
 /// Queues a record, serving delivery reports while librdkafka's queue is full.
