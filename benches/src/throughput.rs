@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 20_000)]
     rss_rate: u64,
     /// A short run (about 2 minutes on 2 cores): 300,000 records, 30,000
-    /// sentences, one run per row, the 1000 ms rows and a 40 s memory row.
+    /// sentences, one run per row, the 1000 ms rows and a 30 s memory row.
     #[arg(long)]
     quick: bool,
 }
@@ -271,7 +271,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.sentences = 30_000;
         args.repeat = 1;
         args.rows.retain(|r| r == "plain" || r == "rss-8p" || r.ends_with("-1000"));
-        args.rss_seconds = args.rss_seconds.min(40);
+        args.rss_seconds = args.rss_seconds.min(30);
     }
     let args = &args;
     let (n, sentences) = (args.records, args.sentences);
