@@ -194,6 +194,11 @@ pub fn replay(
             }
             _ => return Err(corrupt(format!("unknown key {key:?}"))),
         }
+        // The end, read: the end-of-partition event would come only with the
+        // next fetch response (after the broker's wait for more data).
+        if offset + 1 >= high {
+            break;
+        }
         if last_line.elapsed() > Duration::from_secs(2) {
             last_line = Instant::now();
             let done = (offset - start + 1) as f64 / (high - start).max(1) as f64;
@@ -234,6 +239,12 @@ pub fn reader_config(config: &Config) -> ClientConfig {
     // on a 1.2M-record changelog: 150k records/s before.
     if cc.get("fetch.queue.backoff.ms").is_none() {
         cc.set("fetch.queue.backoff.ms", crate::source::FETCH_QUEUE_BACKOFF_MS);
+    }
+    // A replay ends at the end of the partition: when the log ends in a
+    // transaction marker (exactly-once), which is not delivered, that end is
+    // known only from an empty fetch, which the broker holds this long.
+    if cc.get("fetch.wait.max.ms").is_none() {
+        cc.set("fetch.wait.max.ms", "10");
     }
     cc.set("enable.auto.commit", "false");
     // librdkafka wants a group even for `assign`; this one never joins or commits.
