@@ -2,8 +2,10 @@
 //!
 //! - `pipeline`: records/s on a real Kafka broker for a plain rdkafka
 //!   consume→produce loop with no WASM (the physical limit here), the
-//!   stateless WASM map (`examples/uppercase`) and the word count
-//!   (`examples/wordcount`), in one run, with the ratios to the plain loop.
+//!   stateless WASM map (`examples/uppercase`), the per-key count and the
+//!   word count (`examples/wordcount`) beside Kafka Streams', in one run,
+//!   with the ratios to the plain loop (`throughput`); the state rows
+//!   (`state_rows`) and the memory row (`memory`).
 //! - `micro`: the guest call alone, no Kafka: ns per record through the
 //!   product's own path, and one call per record vs. one call per batch of 64.
 //!
@@ -11,7 +13,9 @@
 
 mod kafka;
 mod kstreams;
+mod memory;
 mod micro;
+mod state_rows;
 mod throughput;
 
 use clap::{Parser, Subcommand};

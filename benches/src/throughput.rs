@@ -12,6 +12,8 @@ use wasmstream::guest::Module;
 use wasmstream::{Progress, Shutdown, config, pipeline};
 
 use crate::kafka::{Watermark, create_topic, produce};
+use crate::memory::{RssRun, rss_run};
+use crate::state_rows::{StateRun, state_run};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -38,10 +40,10 @@ pub struct Args {
     rows: Vec<String>,
     /// How long the memory row (`rss-8p`) runs.
     #[arg(long, default_value_t = 600)]
-    rss_seconds: u64,
+    pub(crate) rss_seconds: u64,
     /// Records/s fed to the memory row, over its 8 partitions.
     #[arg(long, default_value_t = 20_000)]
-    rss_rate: u64,
+    pub(crate) rss_rate: u64,
     /// A short run (about 2 minutes on 2 cores): 300,000 records, 30,000
     /// sentences, one run per row, the 1000 ms rows and a 30 s memory row.
     #[arg(long)]
@@ -80,10 +82,10 @@ fn summarize(runs: &[Run]) -> Row {
 }
 
 /// Distinct keys of the key/value input (the per-key count's state size).
-const KEYS: usize = 1_000_000;
+pub(crate) const KEYS: usize = 1_000_000;
 
 /// 16-byte key (one of [`KEYS`]), 100-byte lower-case value.
-fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
     (format!("key-{:012}", i % KEYS).into_bytes(), (0..100).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect())
 }
 
@@ -100,7 +102,7 @@ fn sentence(i: usize) -> (Vec<u8>, Vec<u8>) {
     (format!("key-{i:012}").into_bytes(), s.trim_end().as_bytes().to_vec())
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     format!("bench-{prefix}-{t}")
 }
@@ -212,12 +214,12 @@ fn plain_loop(
     Ok(())
 }
 
-fn parse_config(text: &str) -> anyhow::Result<config::Config> {
+pub(crate) fn parse_config(text: &str) -> anyhow::Result<config::Config> {
     Ok(config::parse(text, None, std::path::Path::new(""), &[])?)
 }
 
 /// The config file of a benchmark pipeline.
-fn config_text(
+pub(crate) fn config_text(
     args: &Args,
     module: &str,
     guarantee: &str,
@@ -491,188 +493,4 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The state rows, on their own input: 1,200,000 key/value records (the
-/// first 1,000,000 of distinct keys). The per-key count runs over it with a
-/// long interval and a cache that fills at exactly 1,000,000 dirty keys, so
-/// one checkpoint of all of them is taken while processing, and the last
-/// 200,000 records are processed while it is written: its total time (cut
-/// to RocksDB) and the processing stall are measured by the host. Then the
-/// host restarts on its local state, then again with the state directory
-/// deleted (rebuilt from the changelog). Each restart gets one new record
-/// and is timed to its first processed record.
-struct StateRun {
-    checkpoint_keys: u64,
-    checkpoint: Duration,
-    stall: Duration,
-    restart: Duration,
-    rebuild: Duration,
-}
-
-fn state_run(
-    args: &Args,
-    bootstrap: &str,
-    engine: &wasmtime::Engine,
-    dir: &std::path::Path,
-) -> anyhow::Result<StateRun> {
-    let n = KEYS + KEYS / 5;
-    let input = unique("state-in");
-    let out = unique("state-out");
-    create_topic(bootstrap, &input, 1)?;
-    create_topic(bootstrap, &out, 1)?;
-    produce(bootstrap, &input, (0..n).map(kv))?;
-    let mut cfg = parse_config(&config_text(args, "count", "at_least_once", 600_000, &input, &out, dir))?;
-    // The count's values are u64s: the cache is full at the 1,000,000th key.
-    cfg.cache_max_bytes = (KEYS * wasmstream::state::entry_bytes(kv(0).0.len(), 8)) as u64 - 1;
-    let module = Module::load(engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?;
-    // Runs the host until `until` holds, then stops it; returns how long
-    // `until` took from the start, and the run's progress.
-    let run = |until: &dyn Fn(&Progress) -> bool| -> anyhow::Result<(Duration, Progress)> {
-        let progress = Progress::default();
-        let shutdown = Shutdown::new();
-        let started = Instant::now();
-        let reached = std::thread::scope(|s| {
-            let worker = s.spawn(|| pipeline::run_with_module(&cfg, module.clone(), &shutdown, &progress));
-            let deadline = started + Duration::from_secs(600);
-            while !until(&progress) {
-                anyhow::ensure!(!worker.is_finished() && Instant::now() < deadline, "the state run ended early");
-                std::thread::sleep(Duration::from_micros(500));
-            }
-            let reached = started.elapsed();
-            shutdown.trigger();
-            worker.join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
-            Ok(reached)
-        })?;
-        Ok((reached, progress))
-    };
-    let (_, progress) = run(&|p| p.records() >= n as u64)?;
-    let largest = progress.largest_checkpoint();
-    produce(bootstrap, &input, std::iter::once(kv(n)))?;
-    let (restart, _) = run(&|p| p.records() > 0)?;
-    std::fs::remove_dir_all(cfg.app_state_dir())?;
-    produce(bootstrap, &input, std::iter::once(kv(n + 1)))?;
-    let (rebuild, _) = run(&|p| p.records() > 0)?;
-    Ok(StateRun { checkpoint_keys: largest.keys, checkpoint: largest.total, stall: largest.stall, restart, rebuild })
-}
-
-/// The memory row: the `wasmstream` binary (a child process, as users run
-/// it) on an 8-partition input fed at a steady rate, its resident set
-/// sampled every second from /proc.
-struct RssRun {
-    seconds: u64,
-    rate: u64,
-    /// The window the first and last figures average over.
-    window: u64,
-    peak_mib: f64,
-    first_mib: f64,
-    last_mib: f64,
-}
-
-fn rss_run(args: &Args, bootstrap: &str, dir: &std::path::Path) -> anyhow::Result<RssRun> {
-    use std::sync::atomic::AtomicBool;
-    let input = unique("rss-in");
-    let out = unique("rss-out");
-    create_topic(bootstrap, &input, 8)?;
-    create_topic(bootstrap, &out, 8)?;
-    let file = dir.join(format!("{}.toml", unique("rss")));
-    std::fs::write(&file, config_text(args, "uppercase", "at_least_once", 30_000, &input, &out, dir))?;
-    let binary = std::env::current_exe()?.with_file_name("wasmstream");
-    anyhow::ensure!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build --release -p wasmstream`",
-        binary.display()
-    );
-    let log = dir.join(format!("{}.log", unique("rss")));
-    let mut child = std::process::Command::new(&binary)
-        .args(["run", "--config"])
-        .arg(&file)
-        .stdout(std::fs::File::create(&log)?)
-        .stderr(std::fs::File::create(&log)?.try_clone()?)
-        .spawn()?;
-    let pid = child.id();
-    let rss_mib = || -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
-        Ok(kb / 1024.0)
-    };
-    let stop = AtomicBool::new(false);
-    let seconds = args.rss_seconds.max(10);
-    let rate = args.rss_rate.max(1);
-    let samples = std::thread::scope(|s| -> anyhow::Result<Vec<f64>> {
-        // The feeder: `rate` records/s in 10 ms steps, round-robin over the partitions.
-        let feeder = s.spawn(|| -> anyhow::Result<u64> {
-            let producer: BaseProducer =
-                ClientConfig::new().set("bootstrap.servers", bootstrap).set("linger.ms", "5").create()?;
-            let started = Instant::now();
-            let mut sent = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-                while sent < due {
-                    let (k, v) = kv(sent as usize);
-                    let record = BaseRecord::to(&input).key(&k).payload(&v).partition((sent % 8) as i32);
-                    if producer.send(record).is_err() {
-                        producer.poll(Duration::from_millis(5));
-                        continue;
-                    }
-                    sent += 1;
-                }
-                producer.poll(Duration::from_millis(10));
-            }
-            producer.flush(Duration::from_secs(30))?;
-            Ok(sent)
-        });
-        let started = Instant::now();
-        let mut samples = Vec::new();
-        while started.elapsed() < Duration::from_secs(seconds) {
-            std::thread::sleep(Duration::from_secs(1));
-            if let Some(status) = child.try_wait()? {
-                stop.store(true, Ordering::Relaxed);
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                anyhow::bail!(
-                    "wasmstream exited early ({status}); the end of its log:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            samples.push(rss_mib()?);
-        }
-        stop.store(true, Ordering::Relaxed);
-        let sent = feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
-        // It kept up: every record fed is output (the map emits one each).
-        let outputs = Watermark::new(bootstrap, &out)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let output = || (0..8).map(|p| outputs.high_of(p)).sum::<i64>() as u64;
-        while output() < sent {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "wasmstream output {} of {sent} records; log: {}",
-                output(),
-                log.display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        eprintln!("bench: rss-8p: fed {sent} records in {seconds} s, all of them output");
-        Ok(samples)
-    })?;
-    // A graceful stop: SIGTERM, then its final checkpoint.
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
-    let status = child.wait()?;
-    anyhow::ensure!(status.success(), "wasmstream exited with {status}; its log: {}", log.display());
-    // The first window is start-up (module compile, group join): the
-    // comparison starts after it.
-    let window = (seconds / 10).clamp(5, 60) as usize;
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    Ok(RssRun {
-        seconds,
-        rate,
-        window: window as u64,
-        peak_mib: samples.iter().copied().fold(0.0, f64::max),
-        first_mib: mean(&samples[window.min(samples.len())..(2 * window).min(samples.len())]),
-        last_mib: mean(&samples[samples.len().saturating_sub(window)..]),
-    })
 }

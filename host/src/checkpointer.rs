@@ -58,12 +58,9 @@ impl Checkpointer {
     /// Hands a cut round over. The previous one must have been collected.
     pub fn submit(&mut self, round: Round) {
         assert!(!self.in_flight, "one round of checkpoints at a time");
-        self.in_flight = self.rounds.send(round).is_ok();
-    }
-
-    /// Whether a round is being finished.
-    pub fn in_flight(&self) -> bool {
-        self.in_flight
+        // If the thread is gone, `collect` reports it.
+        let _ = self.rounds.send(round);
+        self.in_flight = true;
     }
 
     /// The round in flight, once it is finished (waiting for it if `block`).

@@ -299,12 +299,6 @@ impl Sink {
         wait(&self.producer, || self.producer.in_flight_count() == 0)
     }
 
-    /// Whether a transaction is open (exactly-once, with records sent since
-    /// the last commit or abort).
-    pub fn in_transaction(&self) -> bool {
-        self.in_transaction
-    }
-
     /// Commits the open transaction with the consumer's `offsets`: the
     /// outputs, the changelog records and the input offsets become visible
     /// together. Flushes first, so every delivery report (marker offsets,

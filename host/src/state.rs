@@ -272,6 +272,7 @@ impl TaskStore {
 
     /// Writes the dirty entries, `checkpoint` and `snapshot` in one atomic batch,
     /// then empties the cache (a checkpoint on the calling thread).
+    #[cfg(test)]
     pub fn commit(&mut self, checkpoint: &Checkpoint, snapshot: &[u8]) -> Result<CommitStats, StateError> {
         let stats = self.freeze().write(checkpoint, snapshot)?;
         self.release();
@@ -294,11 +295,6 @@ impl TaskStore {
     /// reads go to RocksDB again for its entries.
     pub fn release(&mut self) {
         self.frozen = None;
-    }
-
-    /// Whether a frozen checkpoint is not released yet.
-    pub fn is_frozen(&self) -> bool {
-        self.frozen.is_some()
     }
     /// Applies a complete checkpoint read back from the changelog: its state
     /// entries, its snapshot (if the log still has it) and its record, in one
