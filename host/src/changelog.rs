@@ -20,6 +20,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
+use crate::kafka::SetIfAbsent;
 
 /// The one rule for the changelog topic's name.
 pub fn topic_name(application_id: &str) -> String {
@@ -237,15 +238,11 @@ pub fn reader_config(config: &Config) -> ClientConfig {
     // As for the input (see `source::consumer`): a replay drains librdkafka's
     // prefetch queue faster than its default 1 s pause refills it. Measured
     // on a 1.2M-record changelog: 150k records/s before.
-    if cc.get("fetch.queue.backoff.ms").is_none() {
-        cc.set("fetch.queue.backoff.ms", crate::source::FETCH_QUEUE_BACKOFF_MS);
-    }
+    cc.set_if_absent("fetch.queue.backoff.ms", crate::source::FETCH_QUEUE_BACKOFF_MS);
     // A replay ends at the end of the partition: when the log ends in a
     // transaction marker (exactly-once), which is not delivered, that end is
     // known only from an empty fetch, which the broker holds this long.
-    if cc.get("fetch.wait.max.ms").is_none() {
-        cc.set("fetch.wait.max.ms", "10");
-    }
+    cc.set_if_absent("fetch.wait.max.ms", "10");
     cc.set("enable.auto.commit", "false");
     // librdkafka wants a group even for `assign`; this one never joins or commits.
     cc.set("group.id", format!("{}-restore", config.application_id));

@@ -306,14 +306,7 @@ impl TaskStore {
         checkpoint: &Checkpoint,
     ) -> Result<(), StateError> {
         debug_assert!(self.cache.is_empty());
-        let mut batch = WriteBatch::default();
-        put_sorted(&mut batch, self.cf(CF_STATE), entries);
-        let meta = self.cf(CF_META);
-        batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
-        if let Some(s) = snapshot {
-            batch.put_cf(meta, META_SNAPSHOT, s);
-        }
-        self.db.write(batch).map_err(|e| self.rocks(e))
+        write_checkpoint(&self.db, &self.path, entries, snapshot, checkpoint).map(drop)
     }
 
     /// Forgets the dirty entries, frozen ones too (rollback to the last
@@ -330,6 +323,27 @@ impl TaskStore {
         let cfs = [CF_STATE, CF_META].map(|n| self.cf(n));
         self.db.flush_cfs_opt(&cfs.iter().collect::<Vec<_>>(), &FlushOptions::default()).map_err(|e| self.rocks(e))
     }
+}
+
+/// Writes one checkpoint in one batch: its state entries, its record and
+/// (unless `None`: the log no longer has it) its snapshot.
+fn write_checkpoint<'a>(
+    db: &DB,
+    path: &Path,
+    entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    snapshot: Option<&[u8]>,
+    checkpoint: &Checkpoint,
+) -> Result<CommitStats, StateError> {
+    let cf = |n| db.cf_handle(n).expect("column families are created at open");
+    let mut batch = WriteBatch::default();
+    let stats = put_sorted(&mut batch, cf(CF_STATE), entries);
+    let meta = cf(CF_META);
+    batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
+    if let Some(s) = snapshot {
+        batch.put_cf(meta, META_SNAPSHOT, s);
+    }
+    db.write(batch).map_err(|source| StateError::Rocks { path: path.to_path_buf(), source })?;
+    Ok(stats)
 }
 
 /// Adds `entries` (`None`: a delete) to `batch` in key order, the last of
@@ -399,15 +413,7 @@ impl LocalCommit {
 
     /// Writes the entries, `checkpoint` and `snapshot` in one batch.
     pub fn write(&self, checkpoint: &Checkpoint, snapshot: &[u8]) -> Result<CommitStats, StateError> {
-        let rocks = |source| StateError::Rocks { path: self.path.clone(), source };
-        let cf = |n| self.db.cf_handle(n).expect("column families are created at open");
-        let mut batch = WriteBatch::default();
-        let stats = put_sorted(&mut batch, cf(CF_STATE), self.delta.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
-        let meta = cf(CF_META);
-        batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
-        batch.put_cf(meta, META_SNAPSHOT, snapshot);
-        self.db.write(batch).map_err(rocks)?;
-        Ok(stats)
+        write_checkpoint(&self.db, &self.path, self.delta(), Some(snapshot), checkpoint)
     }
 }
 
