@@ -61,5 +61,5 @@ pub fn run(
         anyhow::ensure!(Instant::now() < deadline, "{output}: Kafka Streams' outputs never became visible");
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(Run { rate: inputs as f64 / seconds.max(1e-3), visible_after: processed_at.elapsed() })
+    Ok(Run { rate: inputs as f64 / seconds.max(1e-3), visible_after: processed_at.elapsed(), cpu_us: None })
 }

@@ -62,13 +62,17 @@ struct Row {
     min: f64,
     max: f64,
     visible_after: Duration,
+    /// Median CPU time of the bench process per input record, in µs.
+    cpu_us: Option<f64>,
 }
 
 /// The median, range and median visibility wait of a row's runs.
 fn summarize(runs: &[Run]) -> Row {
     if runs.is_empty() {
-        return Row { median: f64::NAN, min: f64::NAN, max: f64::NAN, visible_after: Duration::ZERO };
+        return Row { median: f64::NAN, min: f64::NAN, max: f64::NAN, visible_after: Duration::ZERO, cpu_us: None };
     }
+    let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us).collect();
+    cpu.sort_by(f64::total_cmp);
     let mut visible: Vec<Duration> = runs.iter().map(|r| r.visible_after).collect();
     visible.sort();
     let mut rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
@@ -78,6 +82,7 @@ fn summarize(runs: &[Run]) -> Row {
         min: rates[0],
         max: rates[rates.len() - 1],
         visible_after: visible[visible.len() / 2],
+        cpu_us: cpu.get(cpu.len() / 2).copied(),
     }
 }
 
@@ -118,6 +123,24 @@ pub(crate) fn unique(prefix: &str) -> String {
 pub struct Run {
     pub rate: f64,
     pub visible_after: Duration,
+    /// CPU time this process spent per input record while processing, in µs
+    /// (every thread: processing, checkpoints, librdkafka's; `None` for a
+    /// peer in another process). On 2 cores shared with the broker it is the
+    /// cost that decides throughput, and it is far less noisy than records/s.
+    pub cpu_us: Option<f64>,
+}
+
+/// CPU time (user + system) of this process so far.
+fn process_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which is in parentheses; utime and
+    // stime are the 14th and 15th fields, in USER_HZ (100 on Linux) ticks.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).ok_or_else(|| anyhow::anyhow!("/proc/self/stat: no field {}", i + 3))?.parse()?)
+    };
+    Ok(Duration::from_millis((tick(11)? + tick(12)?) * 10))
 }
 
 fn measure(
@@ -148,9 +171,15 @@ fn measure(
         };
         let result = (|| {
             let t0 = wait(&|| processed() > 0, "its first record", Duration::from_micros(200))?;
+            let cpu0 = process_cpu()?;
             let t1 = wait(&|| processed() >= inputs, "processing every input", Duration::from_micros(500))?;
+            let cpu = process_cpu()? - cpu0;
             let t2 = wait(&|| wm.high() >= expected_outputs, "every output was visible", Duration::from_millis(2))?;
-            Ok(Run { rate: inputs as f64 / t1.duration_since(t0).as_secs_f64().max(1e-3), visible_after: t2 - t1 })
+            Ok(Run {
+                rate: inputs as f64 / t1.duration_since(t0).as_secs_f64().max(1e-3),
+                visible_after: t2 - t1,
+                cpu_us: Some(cpu.as_secs_f64() * 1e6 / inputs as f64),
+            })
         })();
         shutdown.trigger();
         worker.join().map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
@@ -400,14 +429,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.repeat
     );
     println!(
-        "records/s: first input to last input processed; visible: then until a read_committed reader sees every output"
+        "records/s: first input to last input processed; visible: then until a read_committed reader sees every output;\n\
+         CPU µs/rec: this process's CPU time (all threads) over the same span per input (the broker's is not in it)"
     );
-    println!("{:<64} {:>10} {:>21} {:>9} {:>9}", "row", "records/s", "range", "vs plain", "visible");
+    println!(
+        "{:<64} {:>10} {:>21} {:>9} {:>9} {:>11}",
+        "row", "records/s", "range", "vs plain", "visible", "CPU µs/rec"
+    );
     let median = |name: &str| results.iter().find(|(n, _)| n == name).map_or(f64::NAN, |(_, r)| r.median);
     let line = |label: &str, r: &Row| {
         let range = format!("{:.0}–{:.0}", r.min, r.max);
         let visible = format!("+{} ms", r.visible_after.as_millis());
-        println!("{label:<64} {:>10.0} {range:>21} {:>9.2} {visible:>9}", r.median, r.median / plain.median);
+        let cpu = r.cpu_us.map_or("–".to_string(), |c| format!("{c:.2}"));
+        println!("{label:<64} {:>10.0} {range:>21} {:>9.2} {visible:>9} {cpu:>11}", r.median, r.median / plain.median);
     };
     line("plain rdkafka consume→produce loop (no WASM)", &plain);
     for (name, r) in results.iter().filter(|(_, r)| !r.median.is_nan()) {

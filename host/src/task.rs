@@ -23,7 +23,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ProcessingGuarantee;
 use crate::guest::{GuestError, Instance, Module};
 use crate::sink::{ChangelogSend, Sink, SinkError};
-use crate::state::{CommitStats, LocalCommit, Restored, StateError, TaskStore, task_dir};
+use crate::state::{CommitStats, LocalCommit, Released, Restored, StateError, TaskStore, task_dir};
 use wasmstream_sdk::packed::{self, InputWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -379,8 +379,8 @@ impl Task {
     }
 
     /// The task's last cut checkpoint is in RocksDB: reads of its state go there.
-    pub fn checkpoint_written(&mut self) {
-        self.instance.store().release();
+    pub fn checkpoint_written(&mut self) -> Released {
+        self.instance.store().release()
     }
 
     /// Under `processing.guarantee = none`: forget the interval's bookkeeping

@@ -245,9 +245,10 @@ impl Tasks {
         let Some((result, finished)) = self.checkpointer.collect(block) else { return Ok(()) };
         let cutting = self.in_flight.take().expect("a round in flight has its cut");
         let reports = result?;
+        let mut released = Vec::with_capacity(reports.len());
         for r in &reports {
             if let Some(task) = self.by_partition.get_mut(&r.partition) {
-                task.checkpoint_written();
+                released.push(task.checkpoint_written());
             }
             tracing::debug!(
                 "task {}: checkpoint {} at {}: {} keys written, {} deleted, snapshot {} B",
@@ -259,6 +260,7 @@ impl Tasks {
                 r.snapshot_bytes
             );
         }
+        self.checkpointer.free(released);
         let times = CheckpointTimes {
             keys: reports.iter().map(|r| r.stats.keys_written + r.stats.keys_deleted).sum(),
             total: finished.saturating_duration_since(cutting.started),
