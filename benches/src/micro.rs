@@ -90,7 +90,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let same_key = batch_of(&mut |_| b"key-000000000000".to_vec());
     let mut outputs = Vec::new();
-    let uppercase = Module::load(&engine, &args.guests.join("uppercase.wasm"), 1 << 30)?;
+    let uppercase = Module::load(&engine, &args.guests.join("uppercase.wasm"), 1 << 30, None)?;
     let mut inst = instance(&uppercase, &dir.path().join("upper"))?;
     let wasm =
         time(args, "product", &format!("uppercase example (WASM), {per_batch} records/call"), per_batch, || {
@@ -106,7 +106,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     // The count example: one state get and one put per record, over 16,384
     // keys (64 batches of 256 distinct keys, in turn).
-    let count = Module::load(&engine, &args.guests.join("count.wasm"), 1 << 30)?;
+    let count = Module::load(&engine, &args.guests.join("count.wasm"), 1 << 30, None)?;
     let mut inst = instance(&count, &dir.path().join("count"))?;
     let batches: Vec<InputWriter> =
         (0..64).map(|r| batch_of(&mut |i| format!("key-{:012}", r * per_batch + i).into_bytes())).collect();

@@ -41,7 +41,7 @@ pub(crate) fn state_run(
     let mut cfg = parse_config(&config_text(args, "count", "at_least_once", 600_000, &input, &out, dir))?;
     // The count's values are u64s: the cache is full at the 1,000,000th key.
     cfg.cache_max_bytes = (KEYS * wasmstream::state::entry_bytes(kv(0).0.len(), 8)) as u64 - 1;
-    let module = Module::load(engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?;
+    let module = Module::load(engine, &cfg.processor.module, cfg.processor.max_memory_bytes, None)?;
     // Runs the host until `until` holds, then stops it; returns how long
     // `until` took from the start, and the run's progress.
     let run = |until: &dyn Fn(&Progress) -> bool| -> anyhow::Result<(Duration, Progress)> {

@@ -372,7 +372,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let cfg = parse_config(&config_text(args, module, guarantee, sp.interval_ms, input, &out, state.path()))?;
             let module = match sp.workload {
                 "native" => Module::native::<uppercase::Uppercase>(&engine, "uppercase"),
-                _ => Module::load(&engine, &cfg.processor.module, cfg.processor.max_memory_bytes)?,
+                _ => Module::load(&engine, &cfg.processor.module, cfg.processor.max_memory_bytes, None)?,
             };
             let progress = Progress::default();
             measure(

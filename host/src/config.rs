@@ -114,6 +114,12 @@ impl Config {
         self.state_dir.join(&self.application_id)
     }
 
+    /// Where compiled modules are kept across restarts (`@` cannot begin an
+    /// `application.id`, so no application's state is there).
+    pub fn compile_cache(&self) -> crate::compiled::CompileCache {
+        crate::compiled::CompileCache::new(self.state_dir.join("@compiled"))
+    }
+
     /// Where a failure of this configuration is reported from.
     pub fn origin(&self) -> String {
         self.source.as_deref().map_or_else(|| "configuration".into(), |p| p.display().to_string())
@@ -192,7 +198,7 @@ pub const KEYS: &[Key] = &[
         name: "state.dir",
         kind: Kind::Path,
         default: Some("<temp dir>/wasmstream"),
-        doc: "local state root; task state lives in <state.dir>/<application.id>/",
+        doc: "local state root; task state lives in <state.dir>/<application.id>/, compiled modules in <state.dir>/@compiled/",
     },
     Key {
         name: "statestore.cache.max.bytes",

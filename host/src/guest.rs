@@ -19,6 +19,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::compiled::{CompileCache, Origin};
 use crate::state::{StateError, TaskStore};
 
 mod bindings {
@@ -46,6 +47,11 @@ pub use bindings::wasmstream::processor::types::{Header, InputRecord, OutputReco
 use bindings::wasmstream::processor::{log, state};
 use bindings::{Processor, ProcessorPre};
 use wasmstream_sdk::packed::{self, FormatError, InputBatch};
+
+/// Core module instances one processor instance may create. A Rust component
+/// has a few; one built by componentize-py has more than 8 (CPython, libc,
+/// the WASI adapter and their shims each instantiate a module).
+const MAX_CORE_INSTANCES: usize = 64;
 
 /// The WIT worlds a module may implement, for messages.
 pub const BATCH_WORLD: &str = "wasmstream:processor/batch-processor@0.1.0";
@@ -148,6 +154,8 @@ pub struct Module {
     /// SHA-256 of the component file, hex.
     pub digest: String,
     pub path: PathBuf,
+    /// Compiled now or read from a compile cache.
+    pub origin: Origin,
     max_memory_bytes: usize,
 }
 
@@ -182,16 +190,27 @@ impl Module {
             pre: Pre::Native(Arc::new(|| Box::new(P::default()) as Box<dyn NativeProcessor>)),
             digest: format!("native:{name}"),
             path: PathBuf::from(name),
+            origin: Origin::CompiledUncached("compiled into the host".into()),
             max_memory_bytes: usize::MAX,
         }
     }
 
-    /// Reads, compiles and links the component at `path`.
-    pub fn load(engine: &Engine, path: &Path, max_memory_bytes: u64) -> Result<Module, GuestError> {
+    /// Reads, compiles and links the component at `path`; with `cache`, a
+    /// component compiled before is read from there instead of compiled.
+    pub fn load(
+        engine: &Engine,
+        path: &Path,
+        max_memory_bytes: u64,
+        cache: Option<&CompileCache>,
+    ) -> Result<Module, GuestError> {
         let bytes = std::fs::read(path).map_err(|source| GuestError::Read { path: path.to_path_buf(), source })?;
         let digest = hex(&Sha256::digest(&bytes));
-        let component = Component::from_binary(engine, &bytes)
-            .map_err(|e| GuestError::Compile { path: path.to_path_buf(), message: describe(&e) })?;
+        let compile = || Component::from_binary(engine, &bytes);
+        let (component, origin) = match cache {
+            Some(cache) => cache.component(engine, &digest, compile),
+            None => compile().map(|c| (c, Origin::CompiledUncached("no compile cache".into()))),
+        }
+        .map_err(|e| GuestError::Compile { path: path.to_path_buf(), message: describe(&e) })?;
         let mut linker = Linker::<TaskData>::new(engine);
         let world = |e: wasmtime::Error| GuestError::World { path: path.to_path_buf(), message: describe(&e) };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| GuestError::Engine(describe(&e)))?;
@@ -218,6 +237,7 @@ impl Module {
             pre,
             digest,
             path: path.to_path_buf(),
+            origin,
             max_memory_bytes: usize::try_from(max_memory_bytes).unwrap_or(usize::MAX),
         })
     }
@@ -238,7 +258,7 @@ impl Module {
             label,
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(self.max_memory_bytes).instances(8).build(),
+            limits: StoreLimitsBuilder::new().memory_size(self.max_memory_bytes).instances(MAX_CORE_INSTANCES).build(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);

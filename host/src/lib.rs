@@ -10,6 +10,7 @@
 //! - [`task`]: one per input partition: guest instance, position, checkpoint.
 //! - [`checkpointer`]: the thread that finishes checkpoints off the loop.
 //! - [`guest`]: wasmtime: the component, its bindings, limits, instances.
+//! - [`compiled`]: compiled components cached on disk across restarts.
 //! - [`state`]: write-back cache over RocksDB; atomic checkpoint commits.
 //! - [`checkpoint`]: the checkpoint record and inspecting a state directory.
 //! - [`changelog`]: the compacted changelog topic: format, creation, replay.
@@ -22,6 +23,7 @@
 pub mod changelog;
 pub mod checkpoint;
 pub mod checkpointer;
+pub mod compiled;
 pub mod config;
 pub mod demo;
 pub mod guest;

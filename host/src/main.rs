@@ -164,7 +164,13 @@ async fn wait_for_stop(
 fn check(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
     let config = config::load(path, overrides)?;
     let engine = wasmstream::guest::engine()?;
-    let module = wasmstream::guest::Module::load(&engine, &config.processor.module, config.processor.max_memory_bytes)?;
+    let cache = config.compile_cache();
+    let module = wasmstream::guest::Module::load(
+        &engine,
+        &config.processor.module,
+        config.processor.max_memory_bytes,
+        Some(&cache),
+    )?;
     println!(
         "{}: OK; application.id = {}, processing.guarantee = {}, module {} (sha256 {}) implements {}",
         config.origin(),

@@ -142,12 +142,14 @@ pub fn run_with_progress(
     // is written or joined.
     let engine = guest::engine()?;
     let compile_started = Instant::now();
-    let module = Module::load(&engine, &config.processor.module, config.processor.max_memory_bytes)?;
+    let cache = config.compile_cache();
+    let module = Module::load(&engine, &config.processor.module, config.processor.max_memory_bytes, Some(&cache))?;
     tracing::info!(
-        "loaded {} (sha256 {}) in {} ms",
+        "loaded {} (sha256 {}) in {} ms ({})",
         module.path.display(),
         short(&module.digest),
-        compile_started.elapsed().as_millis()
+        compile_started.elapsed().as_millis(),
+        module.origin
     );
     run_with_module(config, module, shutdown, progress)
 }

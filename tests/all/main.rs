@@ -4,8 +4,10 @@
 mod changelog;
 mod chaos;
 mod config_errors;
+mod conformance;
 mod demo;
 mod eos;
+mod languages;
 mod pipeline;
 mod support;
 mod worlds;

@@ -18,11 +18,20 @@ fn wordcount_end_to_end_counts_are_exact() {
 
 #[test]
 fn graceful_stop_and_restart_resumes_at_checkpoint_and_processes_nothing_twice() {
+    wordcount_across_a_graceful_restart("restart", &guest("wordcount"));
+}
+
+/// A word count (any language's: they share the output and the snapshot)
+/// on 2 partitions, stopped gracefully after a first batch and restarted for
+/// a second: exact counts, nothing processed twice, a restart from the
+/// checkpoint and the compile cache.
+pub fn wordcount_across_a_graceful_restart(name: &str, module: &std::path::Path) {
     // A long interval: only the checkpoint taken at the graceful stop counts.
-    let app = App::new("restart", 2, &guest("wordcount"), "commit.interval.ms = 600000");
+    let app = App::new(name, 2, module, "commit.interval.ms = 600000");
     let first = sentences(150, 2);
     let (_, log) = run_batch(&app, &first, &first);
     assert!(log.contains("final checkpoint"), "{log}");
+    assert!(log.contains("(compiled, now in the compile cache)"), "{log}");
 
     // The checkpoint covers exactly the first batch, and its state and snapshot match it.
     let in_first = read_all(&app.input);
@@ -40,6 +49,7 @@ fn graceful_stop_and_restart_resumes_at_checkpoint_and_processes_nothing_twice()
     let all = [first, second.clone()].concat();
     let (outputs, log) = run_batch(&app, &second, &all);
     assert!(log.contains("restored checkpoint"), "{log}");
+    assert!(log.contains("(from the compile cache)"), "a restart does not compile the module again\n{log}");
     let in_all = read_all(&app.input);
     assert_each_count_exactly_once(&outputs, &expected_counts(&in_all, &BTreeMap::new()));
     for t in app.checkpoints() {

@@ -65,17 +65,20 @@ pub fn bootstrap() -> &'static str {
     })
 }
 
-/// The path of a guest component built from `examples/<name>` (all are built
-/// once per test run, with the same command as `scripts/build-guests`).
+/// The path of a guest component built from `examples/<name>`, or of
+/// another language's `examples/<language>/<name>` as `<name>-<language>`
+/// (all are built once per test run, with the same command as
+/// `scripts/build-guests --all`).
 pub fn guest(name: &str) -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     let ws = workspace();
     if !*built {
-        let out = Command::new("bash").arg(ws.join("scripts/build-guests")).output().expect("run build-guests");
+        let out =
+            Command::new("bash").arg(ws.join("scripts/build-guests")).arg("--all").output().expect("run build-guests");
         assert!(
             out.status.success(),
-            "building the guest components failed (scripts/build-guests):\n{}",
+            "building the guest components failed (scripts/build-guests --all):\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         *built = true;

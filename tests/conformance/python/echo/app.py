@@ -1,0 +1,34 @@
+"""The conformance suite's echo processor (tests/conformance/README.md), in Python."""
+
+from typing import List, Tuple
+
+import wit_world
+from wasmstream_guest import InputRecord, OutputRecord, fail
+from wit_world.imports.types import Header
+
+
+# componentize-py makes a new `WitWorld` for every call of an export: what
+# lasts between calls lives in the module.
+echoed = 0
+
+
+class WitWorld(wit_world.WitWorld):
+    def init(self, config: List[Tuple[str, str]]) -> None:
+        pass
+
+    def process(self, input: InputRecord) -> List[OutputRecord]:
+        global echoed
+        if input.value == b"fail":
+            fail(f"asked to fail at offset {input.offset}")
+        echoed += 1
+        headers = [Header(key=h.key, value=h.value) for h in input.headers]
+        return [OutputRecord(topic=None, key=input.key, value=input.value, headers=headers, timestamp=None)]
+
+    def snapshot(self) -> bytes:
+        return echoed.to_bytes(8, "big")
+
+    def restore(self, snapshot: bytes) -> None:
+        global echoed
+        if len(snapshot) != 8:
+            fail(f"snapshot has {len(snapshot)} bytes, expected 8")
+        echoed = int.from_bytes(snapshot, "big")
