@@ -8,11 +8,14 @@
 //!   (`state_rows`) and the memory row (`memory`).
 //! - `micro`: the guest call alone, no Kafka: ns per record through the
 //!   product's own path, and one call per record vs. one call per batch of 64.
+//! - `languages`: the word count in every guest language: size, compile,
+//!   instantiate, sentences/s alone and (with `--bootstrap`) as a pipeline.
 //!
 //! `scripts/bench` builds everything in release mode, starts a broker and runs both.
 
 mod kafka;
 mod kstreams;
+mod languages;
 mod memory;
 mod micro;
 mod state_rows;
@@ -36,6 +39,8 @@ enum Command {
     Pipeline(throughput::Args),
     /// The guest call alone (no Kafka): per record vs. per batch of 64.
     Micro(micro::Args),
+    /// The word count in every guest language: size, compile, instantiate, speed.
+    Languages(languages::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +55,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Pipeline(a) => throughput::run(&a),
         Command::Micro(a) => micro::run(&a),
+        Command::Languages(a) => languages::run(&a),
     }
 }

@@ -95,7 +95,7 @@ pub(crate) fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// A ~100-byte sentence over a 5,000-word vocabulary.
-fn sentence(i: usize) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn sentence(i: usize) -> (Vec<u8>, Vec<u8>) {
     let mut s = String::new();
     let mut x = (i as u64).wrapping_mul(0x9E3779B97F4A7C15) | 1;
     while s.len() < 95 {

@@ -2,12 +2,12 @@
 //!
 //! Compiling a component takes seconds when it is large (a Python or
 //! JavaScript processor carries its interpreter: 12-18 MB, 8-11 s to compile
-//! here). [`CompileCache::component`] looks for the artifact of the same
+//! here). [`CompileCache::load`] looks for the artifact of the same
 //! component bytes (their SHA-256) compiled by the same wasmtime with the same
 //! settings (the engine's compatibility hash, which covers wasmtime's version,
-//! the target and the compiler flags); on a miss it compiles and writes the
-//! artifact (a temporary file, then a rename, so a reader never sees half of
-//! one). Every file starts with the SHA-256 of the artifact after it, checked
+//! the target and the compiler flags); on a miss the caller compiles, checks
+//! the component, and [`CompileCache::store`]s it (a temporary file, then a
+//! rename, so a reader never sees half of one). Every file starts with the SHA-256 of the artifact after it, checked
 //! before wasmtime is handed the bytes: a truncated or damaged file is
 //! compiled again, never loaded. The [`KEEP`] most recently used artifacts
 //! stay; older ones are removed.
@@ -70,36 +70,33 @@ impl CompileCache {
         self.dir.join(format!("{digest}-{:016x}{SUFFIX}", h.finish()))
     }
 
-    /// The component of `bytes` (SHA-256 `digest`): from the cache, or
-    /// compiled by `compile` and then cached. Only `compile`'s error is an
-    /// error; a cache that cannot be read or written is a reason in [`Origin`].
-    pub fn component(
-        &self,
-        engine: &Engine,
-        digest: &str,
-        compile: impl FnOnce() -> wasmtime::Result<Component>,
-    ) -> wasmtime::Result<(Component, Origin)> {
+    /// The cached component whose SHA-256 is `digest`, if there is a whole
+    /// one this engine accepts (a damaged or incompatible one is reported and
+    /// ignored: the caller compiles again and [`CompileCache::store`]s).
+    pub fn load(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let path = self.path(engine, digest);
         match std::fs::read(&path) {
             Ok(file) => {
                 if let Some(component) = deserialize(engine, &file) {
                     touch(&path);
-                    return Ok((component, Origin::Cached));
+                    return Some(component);
                 }
                 tracing::warn!("{}: damaged or incompatible compiled component; compiling again", path.display());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("{}: {e}; compiling again", path.display()),
         }
-        let component = compile()?;
-        let origin = match self.store(&path, &component) {
-            Ok(()) => Origin::Compiled,
-            Err(why) => Origin::CompiledUncached(why),
-        };
-        Ok((component, origin))
+        None
     }
 
-    fn store(&self, path: &Path, component: &Component) -> Result<(), String> {
+    /// Keeps a component compiled from bytes of SHA-256 `digest` (call it
+    /// once the component is known good: a module the host refuses leaves
+    /// nothing behind). Returns why it could not.
+    pub fn store(&self, engine: &Engine, digest: &str, component: &Component) -> Result<(), String> {
+        self.write(&self.path(engine, digest), component)
+    }
+
+    fn write(&self, path: &Path, component: &Component) -> Result<(), String> {
         let artifact = component.serialize().map_err(|e| format!("serializing: {e}"))?;
         let at = |e: std::io::Error| format!("{}: {e}", self.dir.display());
         std::fs::create_dir_all(&self.dir).map_err(at)?;
@@ -165,8 +162,16 @@ mod tests {
         crate::guest::engine().expect("engine")
     }
 
+    /// What `Module::load` does: the cache, or compile and store.
     fn load(cache: &CompileCache, engine: &Engine, digest: &str) -> Origin {
-        cache.component(engine, digest, || Component::from_binary(engine, EMPTY)).expect("component").1
+        if cache.load(engine, digest).is_some() {
+            return Origin::Cached;
+        }
+        let component = Component::from_binary(engine, EMPTY).expect("compile");
+        match cache.store(engine, digest, &component) {
+            Ok(()) => Origin::Compiled,
+            Err(why) => Origin::CompiledUncached(why),
+        }
     }
 
     #[test]
@@ -187,10 +192,6 @@ mod tests {
         // Truncated to less than its checksum.
         std::fs::write(&path, b"short").expect("write");
         assert_eq!(load(&cache, &engine, "d1"), Origin::Compiled);
-        // A compile error is the caller's error, and nothing is cached.
-        let err = cache.component(&engine, "bad", || Component::from_binary(&engine, b"not wasm"));
-        assert!(err.is_err());
-        assert!(!cache.path(&engine, "bad").exists());
     }
 
     #[test]

@@ -205,12 +205,13 @@ impl Module {
     ) -> Result<Module, GuestError> {
         let bytes = std::fs::read(path).map_err(|source| GuestError::Read { path: path.to_path_buf(), source })?;
         let digest = hex(&Sha256::digest(&bytes));
-        let compile = || Component::from_binary(engine, &bytes);
-        let (component, origin) = match cache {
-            Some(cache) => cache.component(engine, &digest, compile),
-            None => compile().map(|c| (c, Origin::CompiledUncached("no compile cache".into()))),
-        }
-        .map_err(|e| GuestError::Compile { path: path.to_path_buf(), message: describe(&e) })?;
+        let cached = cache.and_then(|c| c.load(engine, &digest));
+        let fresh = cached.is_none();
+        let component = match cached {
+            Some(c) => c,
+            None => Component::from_binary(engine, &bytes)
+                .map_err(|e| GuestError::Compile { path: path.to_path_buf(), message: describe(&e) })?,
+        };
         let mut linker = Linker::<TaskData>::new(engine);
         let world = |e: wasmtime::Error| GuestError::World { path: path.to_path_buf(), message: describe(&e) };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| GuestError::Engine(describe(&e)))?;
@@ -230,6 +231,15 @@ impl Module {
                         ),
                     });
                 }
+            },
+        };
+        // Only a component the host accepts is kept.
+        let origin = match (cache, fresh) {
+            (_, false) => Origin::Cached,
+            (None, true) => Origin::CompiledUncached("no compile cache".into()),
+            (Some(cache), true) => match cache.store(engine, &digest, &component) {
+                Ok(()) => Origin::Compiled,
+                Err(why) => Origin::CompiledUncached(why),
             },
         };
         Ok(Module {

@@ -35,6 +35,8 @@ const LANGUAGES: &[Language] = &[
     Language { name: "rust", wordcount: "wordcount", echo: "echo" },
     Language { name: "python", wordcount: "wordcount-python", echo: "echo-python" },
     Language { name: "javascript", wordcount: "wordcount-js", echo: "echo-js" },
+    Language { name: "c", wordcount: "wordcount-c", echo: "echo-c" },
+    Language { name: "go", wordcount: "wordcount-go", echo: "echo-go" },
 ];
 
 /// An input record.

@@ -14,3 +14,13 @@ fn python_wordcount_counts_exactly_across_a_graceful_restart() {
 fn javascript_wordcount_counts_exactly_across_a_graceful_restart() {
     wordcount_across_a_graceful_restart("restart-js", &guest("wordcount-js"));
 }
+
+#[test]
+fn c_wordcount_counts_exactly_across_a_graceful_restart() {
+    wordcount_across_a_graceful_restart("restart-c", &guest("wordcount-c"));
+}
+
+#[test]
+fn go_wordcount_counts_exactly_across_a_graceful_restart() {
+    wordcount_across_a_graceful_restart("restart-go", &guest("wordcount-go"));
+}

@@ -1,0 +1,3 @@
+module wasmstream.dev/guest
+
+go 1.26

@@ -1,0 +1,36 @@
+// The conformance suite's echo processor (tests/conformance/README.md), in Go.
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"wasmstream.dev/guest/wasmstream"
+)
+
+type echo struct{ echoed uint64 }
+
+func (e *echo) Init(map[string]string) error { return nil }
+
+func (e *echo) Process(r *wasmstream.Record) ([]wasmstream.Output, error) {
+	if r.Value != nil && bytes.Equal(r.Value, []byte("fail")) {
+		return nil, fmt.Errorf("asked to fail at offset %d", r.Offset)
+	}
+	e.echoed++
+	return []wasmstream.Output{{Key: r.Key, Value: r.Value, Headers: r.Headers}}, nil
+}
+
+func (e *echo) Snapshot() []byte { return binary.BigEndian.AppendUint64(nil, e.echoed) }
+
+func (e *echo) Restore(s []byte) error {
+	if len(s) != 8 {
+		return fmt.Errorf("snapshot has %d bytes, expected 8", len(s))
+	}
+	e.echoed = binary.BigEndian.Uint64(s)
+	return nil
+}
+
+func init() { wasmstream.Register(&echo{}) }
+
+func main() {}
