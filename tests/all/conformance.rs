@@ -335,3 +335,85 @@ fn large_empty_and_absent_values_binary_keys_and_many_headers_pass_through() {
         assert_eq!(outs.len(), expected.len(), "{}: one output per input", lang.name);
     }
 }
+
+/// The orders example (validate, enrich, route JSON; examples/python/orders),
+/// written in these languages.
+const ORDERS: &[(&str, &str)] = &[("python", "orders-python"), ("javascript", "orders-js")];
+
+fn order(json: &str) -> In {
+    In { key: Some(b"k".to_vec()), value: Some(json.as_bytes().to_vec()), ..In::default() }
+}
+
+#[test]
+fn every_orders_router_validates_enriches_and_routes_alike() {
+    let inputs = vec![
+        order(r#"{"user":"u1","amount_cents":1250,"country":"DE"}"#),
+        order(r#"{"user":"u1","amount_cents":25000}"#),
+        order(r#"{"amount_cents":5,"user":"u-2","country":null,"extra":[1,2]}"#),
+        order(r#"{"user":"u1","amount_cents":1e2,"country":"fr"}"#),
+        order(r#"{"user":"u1","amount_cents":10000}"#),
+        order("not json"),
+        order(r#"[1,2]"#),
+        order(r#"{"user":"has space","amount_cents":1}"#),
+        order(r#"{"user":"u3","amount_cents":-1}"#),
+        order(r#"{"user":"u3","amount_cents":1.5}"#),
+        order(r#"{"user":"u3","amount_cents":true}"#),
+        order(r#"{"user":"u3","amount_cents":9007199254740992}"#),
+        order(r#"{"user":"u3","amount_cents":1,"country":"DEU"}"#),
+        order(r#"{"user":"u3","amount_cents":NaN}"#),
+        In { key: None, value: None, ..In::default() },
+        In { key: Some(b"bin".to_vec()), value: Some(b"{\"user\":\"\xff\"}".to_vec()), ..In::default() },
+        order(r#"{"user":"u-2","amount_cents":9007199254740991,"country":"US"}"#),
+    ];
+    let cfg = config(&[("large-topic", "large"), ("invalid-topic", "invalid")]);
+    let mut reference: Option<Vec<Out>> = None;
+    for (lang, name) in ORDERS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut i = instance(name, dir.path(), &cfg).unwrap_or_else(|e| panic!("{lang}: {e}"));
+        let outs = run_all(&mut i, 0, &inputs, &[3]);
+        assert_eq!(outs.len(), inputs.len(), "{lang}: one output per input, none dropped");
+        let text = |o: &Out| String::from_utf8_lossy(o.value.as_deref().unwrap_or_default()).into_owned();
+        // Checked values, not only agreement.
+        assert_eq!(
+            (outs[0].topic.as_deref(), text(&outs[0]).as_str()),
+            (None, r#"{"user":"u1","amount_cents":1250,"total_cents":1250,"orders":1,"country":"DE"}"#),
+            "{lang}"
+        );
+        assert_eq!(
+            (outs[1].topic.as_deref(), text(&outs[1]).as_str()),
+            (Some("large"), r#"{"user":"u1","amount_cents":25000,"total_cents":26250,"orders":2,"country":null}"#),
+            "{lang}"
+        );
+        assert_eq!(outs[4].topic.as_deref(), Some("large"), "{lang}: the threshold is inclusive");
+        for k in 5..16 {
+            assert_eq!(outs[k].topic.as_deref(), Some("invalid"), "{lang}: input {k} is invalid");
+            assert_eq!(outs[k].value, inputs[k].value, "{lang}: an invalid record goes on unchanged");
+            assert!(outs[k].headers.iter().any(|(h, _)| h == "error"), "{lang}: input {k} says why");
+        }
+        match &reference {
+            None => reference = Some(outs),
+            Some(r) => {
+                if let Some(k) = (0..r.len()).find(|&k| r[k] != outs[k]) {
+                    panic!("{lang}: output {k} is {:?}, {}'s is {:?}", outs[k], ORDERS[0].0, r[k]);
+                }
+            }
+        }
+        // Without an invalid-topic, an invalid record is a guest error naming it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut strict = instance(name, dir.path(), &config(&[("large-topic", "large")])).expect("instantiate");
+        match run(&mut strict, 7, &[order("{}")]) {
+            (_, Some((0, GuestError::Guest { message, .. }))) => {
+                assert!(message.contains("in/0@7") && message.contains("`user`"), "{lang}: {message}")
+            }
+            other => panic!("{lang}: {other:?}"),
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        match instance(name, dir.path(), &[]) {
+            Err(GuestError::Guest { export: "init", message }) => {
+                assert!(message.contains("large-topic"), "{lang}: {message}")
+            }
+            Err(e) => panic!("{lang}: {e}"),
+            Ok(_) => panic!("{lang}: init without large-topic succeeded"),
+        }
+    }
+}
