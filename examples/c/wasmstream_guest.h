@@ -55,28 +55,37 @@ static inline void wsg_state_delete(const void *key, size_t key_len) {
     wasmstream_processor_state_delete(&k);
 }
 
-/* A counter stored as 8 bytes big-endian (the Rust SDK's encoding); 0 if
- * absent or not 8 bytes. */
+/* The u64 of 8 bytes big-endian (the Rust SDK's encoding of a counter). */
+static inline uint64_t wsg_be_to_u64(const uint8_t *b) {
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++) n = n << 8 | b[i];
+    return n;
+}
+
+static inline void wsg_u64_to_be(uint64_t n, uint8_t b[8]) {
+    for (int i = 7; i >= 0; i--, n >>= 8) b[i] = (uint8_t)n;
+}
+
+/* A counter stored as 8 bytes big-endian; 0 if absent or not 8 bytes. */
 static inline uint64_t wsg_state_get_u64(const void *key, size_t key_len) {
     processor_list_u8_t v;
     uint64_t n = 0;
     if (!wsg_state_get(key, key_len, &v)) return 0;
-    if (v.len == 8)
-        for (int i = 0; i < 8; i++) n = n << 8 | v.ptr[i];
+    if (v.len == 8) n = wsg_be_to_u64(v.ptr);
     processor_list_u8_free(&v);
     return n;
 }
 
 static inline void wsg_state_put_u64(const void *key, size_t key_len, uint64_t n) {
     uint8_t b[8];
-    for (int i = 7; i >= 0; i--, n >>= 8) b[i] = (uint8_t)n;
+    wsg_u64_to_be(n, b);
     wsg_state_put(key, key_len, b, 8);
 }
 
 /* 8 bytes big-endian, malloc'd: a snapshot of one counter. */
 static inline processor_list_u8_t wsg_u64_be(uint64_t n) {
     uint8_t b[8];
-    for (int i = 7; i >= 0; i--, n >>= 8) b[i] = (uint8_t)n;
+    wsg_u64_to_be(n, b);
     return wsg_bytes_dup(b, 8);
 }
 
@@ -93,6 +102,17 @@ static inline bool wsg_fail(processor_error_t *err, const char *fmt, ...) {
     va_end(ap);
     err->len = (size_t)n;
     return false;
+}
+
+/* The body of `exports_processor_restore` for a snapshot of one counter
+ * (wsg_u64_be): sets *n, or the error if the snapshot is not 8 bytes; frees
+ * the snapshot (the export owns it). */
+static inline bool wsg_restore_u64(processor_list_u8_t *snapshot, uint64_t *n, processor_error_t *err) {
+    bool ok = snapshot->len == 8;
+    if (ok) *n = wsg_be_to_u64(snapshot->ptr);
+    else wsg_fail(err, "snapshot has %zu bytes, expected 8", snapshot->len);
+    processor_list_u8_free(snapshot);
+    return ok;
 }
 
 /* A growable list of output records (malloc'd, for `ret`). */

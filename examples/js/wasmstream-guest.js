@@ -9,6 +9,7 @@
 //   values), with `getU64`/`putU64` counters stored as 8 bytes big-endian, the
 //   same encoding as the Rust SDK's, so processors in any language read each
 //   other's state.
+// - `u64Snapshot(n)` / `u64Restore(bytes)`: a snapshot of one counter.
 // - `fail(message)`: ends `init`, `process` or `restore` with an error the host
 //   reports (naming the record) instead of a trap. Anything else thrown traps.
 // - `output(...)`, `headerValue(record, key)`, `utf8`/`text`, `logInfo`.
@@ -39,15 +40,27 @@ export const state = {
   /** A counter written by putU64 (undefined if absent or not 8 bytes), as a BigInt. */
   getU64(key) {
     const v = hostState.get(key);
-    if (v === undefined || v.length !== 8) return undefined;
-    return new DataView(v.buffer, v.byteOffset, 8).getBigUint64(0, false);
+    return v === undefined || v.length !== 8 ? undefined : fromU64(v);
   },
-  putU64(key, value) {
-    const v = new Uint8Array(8);
-    new DataView(v.buffer).setBigUint64(0, BigInt(value), false);
-    hostState.put(key, v);
-  },
+  putU64: (key, value) => hostState.put(key, u64Snapshot(value)),
 };
+
+function fromU64(bytes) {
+  return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, false);
+}
+
+/** 8 bytes big-endian: a counter in state, or a snapshot of one. */
+export function u64Snapshot(n) {
+  const v = new Uint8Array(8);
+  new DataView(v.buffer).setBigUint64(0, BigInt(n), false);
+  return v;
+}
+
+/** The counter (BigInt) of a u64Snapshot; fails on a snapshot of another size. */
+export function u64Restore(bytes) {
+  if (bytes.length !== 8) fail(`snapshot has ${bytes.length} bytes, expected 8`);
+  return fromU64(bytes);
+}
 
 /** Reports an error to the host (which names the record) instead of trapping. */
 export function fail(message) {

@@ -8,6 +8,7 @@ wraps the parts every processor uses in Python conventions:
   with `get_u64`/`put_u64` counters stored as 8 bytes big-endian, the same
   encoding as the Rust SDK's, so that processors in any language read each
   other's state.
+- `u64_snapshot(n)` / `u64_restore(snapshot)`: a snapshot of one counter.
 - `fail(message)`: ends `init`, `process` or `restore` with an error the host
   reports (naming the record), instead of a trap.
 - `output(...)`: an output record; `header_value(record, key)`: a header.
@@ -23,7 +24,18 @@ from componentize_py_types import Err
 from wit_world.imports import log, state
 from wit_world.imports.types import Header, InputRecord, OutputRecord
 
-__all__ = ["State", "fail", "output", "header_value", "log_info", "log_warn", "InputRecord", "OutputRecord"]
+__all__ = [
+    "State",
+    "fail",
+    "output",
+    "header_value",
+    "u64_snapshot",
+    "u64_restore",
+    "log_info",
+    "log_warn",
+    "InputRecord",
+    "OutputRecord",
+]
 
 
 class State:
@@ -64,6 +76,18 @@ class State:
 def fail(message: str) -> NoReturn:
     """Reports an error to the host (which names the record) instead of trapping."""
     raise Err(message)
+
+
+def u64_snapshot(n: int) -> bytes:
+    """A snapshot of one counter: 8 bytes big-endian."""
+    return n.to_bytes(8, "big")
+
+
+def u64_restore(snapshot: bytes) -> int:
+    """The counter of a `u64_snapshot`; `fail`s on a snapshot of another size."""
+    if len(snapshot) != 8:
+        fail(f"snapshot has {len(snapshot)} bytes, expected 8")
+    return int.from_bytes(snapshot, "big")
 
 
 def output(

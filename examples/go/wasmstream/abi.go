@@ -157,14 +157,19 @@ func put32(b []byte, v uint32) { *(*uint32)(unsafe.Pointer(&b[0])) = v }
 
 func put64(b []byte, v int64) { *(*int64)(unsafe.Pointer(&b[0])) = v }
 
+// Lowers b and writes its (ptr, len) at dst[0:8].
+func putList(dst []byte, b []byte) {
+	p, n := lower(b)
+	put32(dst, p)
+	put32(dst[4:], n)
+}
+
 // result<_, error>: disc @0, string @4, @8; 12 bytes.
 func lowerResult(err error) uint32 {
 	a, at := area(12)
 	if err != nil {
 		a[0] = 1
-		p, n := lower([]byte(err.Error()))
-		put32(a[4:], p)
-		put32(a[8:], n)
+		putList(a[4:], []byte(err.Error()))
 	}
 	return at
 }
@@ -205,15 +210,12 @@ func exportProcess(topicPtr, topicLen uint32, partition int32, offset int64, tsS
 	}
 	pinned = nil
 	outs, err := registered().Process(r)
-	// result<list<output-record>, error>: disc @0, (ptr, len) @4, @8.
-	a, at := area(12)
+	// result<list<output-record>, error>: disc @0, (ptr, len) @4, @8; its
+	// error case is laid out as result<_, error>'s.
 	if err != nil {
-		a[0] = 1
-		p, n := lower([]byte(err.Error()))
-		put32(a[4:], p)
-		put32(a[8:], n)
-		return at
+		return lowerResult(err)
 	}
+	a, at := area(12)
 	// output-record, 64 bytes, align 8: topic option<string> @0 (disc), @4, @8;
 	// key @12, @16, @20; value @24, @28, @32; headers @36, @40;
 	// timestamp option<s64> @48 (disc), @56.
@@ -222,9 +224,7 @@ func exportProcess(topicPtr, topicLen uint32, partition int32, offset int64, tsS
 		rec := list[i*64 : (i+1)*64]
 		if o.Topic != "" {
 			rec[0] = 1
-			p, n := lower([]byte(o.Topic))
-			put32(rec[4:], p)
-			put32(rec[8:], n)
+			putList(rec[4:], []byte(o.Topic))
 		}
 		for _, f := range []struct {
 			at int
@@ -232,22 +232,16 @@ func exportProcess(topicPtr, topicLen uint32, partition int32, offset int64, tsS
 		}{{12, o.Key}, {24, o.Value}} {
 			if f.b != nil {
 				rec[f.at] = 1
-				p, n := lower(f.b)
-				put32(rec[f.at+4:], p)
-				put32(rec[f.at+8:], n)
+				putList(rec[f.at+4:], f.b)
 			}
 		}
 		hs, hsAt := area(20 * len(o.Headers))
 		for j, h := range o.Headers {
 			e := hs[j*20 : (j+1)*20]
-			p, n := lower([]byte(h.Key))
-			put32(e[0:], p)
-			put32(e[4:], n)
+			putList(e, []byte(h.Key))
 			if h.Value != nil {
 				e[8] = 1
-				p, n = lower(h.Value)
-				put32(e[12:], p)
-				put32(e[16:], n)
+				putList(e[12:], h.Value)
 			}
 		}
 		put32(rec[36:], hsAt)
@@ -266,9 +260,7 @@ func exportProcess(topicPtr, topicLen uint32, partition int32, offset int64, tsS
 func exportSnapshot() uint32 {
 	enter()
 	a, at := area(8)
-	p, n := lower(registered().Snapshot())
-	put32(a[0:], p)
-	put32(a[4:], n)
+	putList(a, registered().Snapshot())
 	return at
 }
 

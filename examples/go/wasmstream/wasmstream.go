@@ -10,7 +10,10 @@
 // a value); an empty non-nil one is present and empty.
 package wasmstream
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+)
 
 // Header is a Kafka record header. Value nil: a header without a value.
 type Header struct {
@@ -92,7 +95,18 @@ func GetU64(key []byte) uint64 {
 }
 
 // PutU64 stores a counter as 8 bytes big-endian, the Rust SDK's encoding.
-func PutU64(key []byte, n uint64) { Put(key, binary.BigEndian.AppendUint64(nil, n)) }
+func PutU64(key []byte, n uint64) { Put(key, SnapshotU64(n)) }
+
+// SnapshotU64 is a snapshot of one counter: 8 bytes big-endian.
+func SnapshotU64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+// RestoreU64 is the counter of a SnapshotU64; an error for another size.
+func RestoreU64(snapshot []byte) (uint64, error) {
+	if len(snapshot) != 8 {
+		return 0, fmt.Errorf("snapshot has %d bytes, expected 8", len(snapshot))
+	}
+	return binary.BigEndian.Uint64(snapshot), nil
+}
 
 // Level is a log level.
 type Level uint32

@@ -18,7 +18,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
@@ -80,14 +79,11 @@ func (p *wordCount) Process(r *wasmstream.Record) ([]wasmstream.Output, error) {
 	return outs, nil
 }
 
-func (p *wordCount) Snapshot() []byte { return binary.BigEndian.AppendUint64(nil, p.processed) }
+func (p *wordCount) Snapshot() []byte { return wasmstream.SnapshotU64(p.processed) }
 
-func (p *wordCount) Restore(s []byte) error {
-	if len(s) != 8 {
-		return fmt.Errorf("snapshot has %d bytes, expected 8", len(s))
-	}
-	p.processed = binary.BigEndian.Uint64(s)
-	return nil
+func (p *wordCount) Restore(s []byte) (err error) {
+	p.processed, err = wasmstream.RestoreU64(s)
+	return err
 }
 
 func init() { wasmstream.Register(&wordCount{minLength: 1}) }

@@ -3,7 +3,7 @@
 // for the format). Config: `large-topic` (required), `large-threshold-cents`
 // (default 10000), `invalid-topic` (optional).
 
-import { fail, output, state, text, utf8 } from '../wasmstream-guest.js';
+import { fail, output, state, text, u64Restore, u64Snapshot, utf8 } from '../wasmstream-guest.js';
 
 const USER = /^[A-Za-z0-9_-]{1,64}$/;
 const COUNTRY = /^[A-Za-z]{2}$/;
@@ -76,12 +76,9 @@ export function process(input) {
 }
 
 export function snapshot() {
-  const v = new Uint8Array(8);
-  new DataView(v.buffer).setBigUint64(0, processed, false);
-  return v;
+  return u64Snapshot(processed);
 }
 
 export function restore(bytes) {
-  if (bytes.length !== 8) fail(`snapshot has ${bytes.length} bytes, expected 8`);
-  processed = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, false);
+  processed = u64Restore(bytes);
 }

@@ -26,7 +26,7 @@ import json
 from typing import List, Optional, Tuple
 
 import wit_world
-from wasmstream_guest import InputRecord, OutputRecord, State, fail, output
+from wasmstream_guest import InputRecord, OutputRecord, State, fail, output, u64_restore, u64_snapshot
 
 MAX_AMOUNT = 2**53 - 1
 USER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -98,10 +98,8 @@ class WitWorld(wit_world.WitWorld):
         return [output(user.encode(), enriched.encode(), topic=topic)]
 
     def snapshot(self) -> bytes:
-        return processed.to_bytes(8, "big")
+        return u64_snapshot(processed)
 
     def restore(self, snapshot: bytes) -> None:
         global processed
-        if len(snapshot) != 8:
-            fail(f"snapshot has {len(snapshot)} bytes, expected 8")
-        processed = int.from_bytes(snapshot, "big")
+        processed = u64_restore(snapshot)

@@ -20,7 +20,7 @@ word, Python does not), so text with such marks may split differently.
 from typing import List, Tuple
 
 import wit_world
-from wasmstream_guest import InputRecord, OutputRecord, State, fail, output
+from wasmstream_guest import InputRecord, OutputRecord, State, fail, output, u64_restore, u64_snapshot
 
 
 def words(text: str) -> List[str]:
@@ -71,10 +71,8 @@ class WitWorld(wit_world.WitWorld):
         return outputs
 
     def snapshot(self) -> bytes:
-        return processed.to_bytes(8, "big")
+        return u64_snapshot(processed)
 
     def restore(self, snapshot: bytes) -> None:
         global processed
-        if len(snapshot) != 8:
-            fail(f"snapshot has {len(snapshot)} bytes, expected 8")
-        processed = int.from_bytes(snapshot, "big")
+        processed = u64_restore(snapshot)

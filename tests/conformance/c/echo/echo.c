@@ -33,13 +33,5 @@ void exports_processor_snapshot(processor_list_u8_t *ret) {
 }
 
 bool exports_processor_restore(processor_list_u8_t *snapshot, processor_error_t *err) {
-    bool ok = snapshot->len == 8;
-    if (ok) {
-        echoed = 0;
-        for (int i = 0; i < 8; i++) echoed = echoed << 8 | snapshot->ptr[i];
-    } else {
-        wsg_fail(err, "snapshot has %zu bytes, expected 8", snapshot->len);
-    }
-    processor_list_u8_free(snapshot);
-    return ok;
+    return wsg_restore_u64(snapshot, &echoed, err);
 }

@@ -3,7 +3,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 
 	"wasmstream.dev/guest/wasmstream"
@@ -21,14 +20,11 @@ func (e *echo) Process(r *wasmstream.Record) ([]wasmstream.Output, error) {
 	return []wasmstream.Output{{Key: r.Key, Value: r.Value, Headers: r.Headers}}, nil
 }
 
-func (e *echo) Snapshot() []byte { return binary.BigEndian.AppendUint64(nil, e.echoed) }
+func (e *echo) Snapshot() []byte { return wasmstream.SnapshotU64(e.echoed) }
 
-func (e *echo) Restore(s []byte) error {
-	if len(s) != 8 {
-		return fmt.Errorf("snapshot has %d bytes, expected 8", len(s))
-	}
-	e.echoed = binary.BigEndian.Uint64(s)
-	return nil
+func (e *echo) Restore(s []byte) (err error) {
+	e.echoed, err = wasmstream.RestoreU64(s)
+	return err
 }
 
 func init() { wasmstream.Register(&echo{}) }

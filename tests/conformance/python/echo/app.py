@@ -3,7 +3,7 @@
 from typing import List, Tuple
 
 import wit_world
-from wasmstream_guest import InputRecord, OutputRecord, fail
+from wasmstream_guest import InputRecord, OutputRecord, fail, u64_restore, u64_snapshot
 from wit_world.imports.types import Header
 
 
@@ -25,10 +25,8 @@ class WitWorld(wit_world.WitWorld):
         return [OutputRecord(topic=None, key=input.key, value=input.value, headers=headers, timestamp=None)]
 
     def snapshot(self) -> bytes:
-        return echoed.to_bytes(8, "big")
+        return u64_snapshot(echoed)
 
     def restore(self, snapshot: bytes) -> None:
         global echoed
-        if len(snapshot) != 8:
-            fail(f"snapshot has {len(snapshot)} bytes, expected 8")
-        echoed = int.from_bytes(snapshot, "big")
+        echoed = u64_restore(snapshot)
