@@ -59,10 +59,6 @@ impl CompileCache {
         CompileCache { dir }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The file of the artifact of the component whose SHA-256 is `digest`.
     pub fn path(&self, engine: &Engine, digest: &str) -> PathBuf {
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -93,10 +89,6 @@ impl CompileCache {
     /// once the component is known good: a module the host refuses leaves
     /// nothing behind). Returns why it could not.
     pub fn store(&self, engine: &Engine, digest: &str, component: &Component) -> Result<(), String> {
-        self.write(&self.path(engine, digest), component)
-    }
-
-    fn write(&self, path: &Path, component: &Component) -> Result<(), String> {
         let artifact = component.serialize().map_err(|e| format!("serializing: {e}"))?;
         let at = |e: std::io::Error| format!("{}: {e}", self.dir.display());
         std::fs::create_dir_all(&self.dir).map_err(at)?;
@@ -104,7 +96,7 @@ impl CompileCache {
         use std::io::Write as _;
         tmp.write_all(&Sha256::digest(&artifact)).map_err(at)?;
         tmp.write_all(&artifact).map_err(at)?;
-        tmp.persist(path).map_err(|e| at(e.error))?;
+        tmp.persist(self.path(engine, digest)).map_err(|e| at(e.error))?;
         self.evict();
         Ok(())
     }
