@@ -10,6 +10,8 @@
 //!   product's own path, and one call per record vs. one call per batch of 64.
 //! - `languages`: the word count in every guest language: size, compile,
 //!   instantiate, sentences/s alone and (with `--bootstrap`) as a pipeline.
+//! - `swap`: hot swaps of a running word count: the pause per task and the
+//!   whole stall of processing per swap.
 //!
 //! `scripts/bench` builds everything in release mode, starts a broker and runs both.
 
@@ -19,6 +21,7 @@ mod languages;
 mod memory;
 mod micro;
 mod state_rows;
+mod swap;
 mod throughput;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +44,8 @@ enum Command {
     Micro(micro::Args),
     /// The word count in every guest language: size, compile, instantiate, speed.
     Languages(languages::Args),
+    /// Hot swap under load: per-task pause and whole stall per swap.
+    Swap(swap::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,5 +61,6 @@ fn main() -> anyhow::Result<()> {
         Command::Pipeline(a) => throughput::run(&a),
         Command::Micro(a) => micro::run(&a),
         Command::Languages(a) => languages::run(&a),
+        Command::Swap(a) => swap::run(&a),
     }
 }

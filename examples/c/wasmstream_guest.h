@@ -5,7 +5,7 @@
  * Ownership, as the generated bindings define it:
  * - An export's arguments belong to the export: free them before returning
  *   (`processor_input_record_free(input)`, `processor_config_free(config)`,
- *   `processor_list_u8_free(snapshot)`).
+ *   `processor_list_u8_free(snapshot)`, `processor_snapshot_origin_free(origin)`).
  * - What an export returns (`ret`, `err`) must be allocated with malloc (the
  *   helpers below do); the bindings free it after the host has copied it.
  * - An import's arguments are borrowed (the host copies them); what it returns
@@ -106,12 +106,21 @@ static inline bool wsg_fail(processor_error_t *err, const char *fmt, ...) {
 
 /* The body of `exports_processor_restore` for a snapshot of one counter
  * (wsg_u64_be): sets *n, or the error if the snapshot is not 8 bytes; frees
- * the snapshot (the export owns it). */
-static inline bool wsg_restore_u64(processor_list_u8_t *snapshot, uint64_t *n, processor_error_t *err) {
+ * the snapshot and the origin (the export owns both).
+ *
+ * `origin` says which module took the snapshot: `module_digest` (the SHA-256
+ * of that component, lowercase hex) and `same_module` (false after a hot swap
+ * or a change of the configured module: the bytes may be in an older
+ * version's format). A counter has one format, so this ignores it; a
+ * processor whose format changed reads it before calling this (or instead of
+ * it: then it frees both itself) and migrates the bytes. */
+static inline bool wsg_restore_u64(processor_list_u8_t *snapshot, processor_snapshot_origin_t *origin, uint64_t *n,
+                                   processor_error_t *err) {
     bool ok = snapshot->len == 8;
     if (ok) *n = wsg_be_to_u64(snapshot->ptr);
     else wsg_fail(err, "snapshot has %zu bytes, expected 8", snapshot->len);
     processor_list_u8_free(snapshot);
+    processor_snapshot_origin_free(origin);
     return ok;
 }
 

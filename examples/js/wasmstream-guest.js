@@ -10,12 +10,17 @@
 //   same encoding as the Rust SDK's, so processors in any language read each
 //   other's state.
 // - `u64Snapshot(n)` / `u64Restore(bytes)`: a snapshot of one counter.
+//   `restore(bytes, origin)` also receives which module took the bytes:
+//   `origin.moduleDigest` (the SHA-256 of that component, lowercase hex) and
+//   `origin.sameModule` (false after a hot swap or a change of the configured
+//   module: the bytes may be in an older version's format, for this one to
+//   migrate before restoring them).
 // - `fail(message)`: ends `init`, `process` or `restore` with an error the host
 //   reports (naming the record) instead of a trap. Anything else thrown traps.
 // - `output(...)`, `headerValue(record, key)`, `utf8`/`text`, `logInfo`.
 
-import * as hostState from 'wasmstream:processor/state@0.1.0';
-import { log } from 'wasmstream:processor/log@0.1.0';
+import * as hostState from 'wasmstream:processor/state@0.2.0';
+import { log } from 'wasmstream:processor/log@0.2.0';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -56,7 +61,12 @@ export function u64Snapshot(n) {
   return v;
 }
 
-/** The counter (BigInt) of a u64Snapshot; fails on a snapshot of another size. */
+/**
+ * The counter (BigInt) of a u64Snapshot; fails on a snapshot of another size.
+ * `restore(bytes, origin)` passes the bytes alone: a processor whose snapshot
+ * format changed checks `origin.sameModule` (and `origin.moduleDigest`) first
+ * and converts an older format.
+ */
 export function u64Restore(bytes) {
   if (bytes.length !== 8) fail(`snapshot has ${bytes.length} bytes, expected 8`);
   return fromU64(bytes);

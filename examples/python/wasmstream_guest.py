@@ -9,6 +9,11 @@ wraps the parts every processor uses in Python conventions:
   encoding as the Rust SDK's, so that processors in any language read each
   other's state.
 - `u64_snapshot(n)` / `u64_restore(snapshot)`: a snapshot of one counter.
+- `SnapshotOrigin`: the second argument of `restore(snapshot, origin)`,
+  which module took the snapshot: `origin.module_digest` (the SHA-256 of
+  that component, lowercase hex) and `origin.same_module` (False after a hot
+  swap or a change of the configured module: the bytes may be in an older
+  version's format, for this one to migrate before restoring them).
 - `fail(message)`: ends `init`, `process` or `restore` with an error the host
   reports (naming the record), instead of a trap.
 - `output(...)`: an output record; `header_value(record, key)`: a header.
@@ -22,7 +27,7 @@ from typing import List, NoReturn, Optional, Tuple
 
 from componentize_py_types import Err
 from wit_world.imports import log, state
-from wit_world.imports.types import Header, InputRecord, OutputRecord
+from wit_world.imports.types import Header, InputRecord, OutputRecord, SnapshotOrigin
 
 __all__ = [
     "State",
@@ -35,6 +40,7 @@ __all__ = [
     "log_warn",
     "InputRecord",
     "OutputRecord",
+    "SnapshotOrigin",
 ]
 
 
@@ -84,7 +90,11 @@ def u64_snapshot(n: int) -> bytes:
 
 
 def u64_restore(snapshot: bytes) -> int:
-    """The counter of a `u64_snapshot`; `fail`s on a snapshot of another size."""
+    """The counter of a `u64_snapshot`; `fail`s on a snapshot of another size.
+
+    `restore(snapshot, origin)` calls it with the bytes alone: a processor
+    whose snapshot format changed looks at `origin.same_module` (and
+    `origin.module_digest`) first and converts an older format."""
     if len(snapshot) != 8:
         fail(f"snapshot has {len(snapshot)} bytes, expected 8")
     return int.from_bytes(snapshot, "big")

@@ -73,10 +73,11 @@ impl<T: Instance> bindings::Guest for T {
         T::with(|slot| slot.as_ref().map(|p| p.snapshot()).unwrap_or_default())
     }
 
-    fn restore(snapshot: Vec<u8>) -> Result<(), String> {
+    fn restore(snapshot: Vec<u8>, origin: types::SnapshotOrigin) -> Result<(), String> {
+        let origin = crate::SnapshotOrigin { module_digest: origin.module_digest, same_module: origin.same_module };
         T::with(|slot| {
             let p = slot.as_mut().ok_or(NOT_INITIALISED)?;
-            p.restore(&snapshot).map_err(|e| e.to_string())
+            p.restore(&snapshot, &origin).map_err(|e| e.to_string())
         })
     }
 }

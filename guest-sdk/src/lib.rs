@@ -125,11 +125,24 @@ pub trait Processor: Default + 'static {
     }
 
     /// Rebuilds in-memory state from the bytes `snapshot` returned at the last
-    /// checkpoint; called after `init`, before any `process`.
-    fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
-        let _ = snapshot;
+    /// checkpoint; called after `init`, before any `process`. `origin` names
+    /// the module that took them: after a hot swap (or an upgrade across a
+    /// restart) `origin.same_module` is false and the bytes may be an older
+    /// version's format, to migrate here. An error keeps the old module running.
+    fn restore(&mut self, snapshot: &[u8], origin: &SnapshotOrigin) -> Result<()> {
+        let _ = (snapshot, origin);
         Ok(())
     }
+}
+
+/// Which module took the snapshot handed to [`Processor::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotOrigin {
+    /// SHA-256 of the component that took it, lowercase hex.
+    pub module_digest: String,
+    /// Whether that component is the one restoring it (a restart, a rollback);
+    /// false after a hot swap or when the configured module changed.
+    pub same_module: bool,
 }
 
 /// Exports a [`Processor`] type as the component's `wasmstream:processor/batch-processor`

@@ -1,6 +1,6 @@
 //! Run a [`Processor`] natively, with an in-memory state, in unit tests.
 
-use crate::{Config, Context, Header, MemoryState, Output, Processor, Record, Result};
+use crate::{Config, Context, Header, MemoryState, Output, Processor, Record, Result, SnapshotOrigin};
 
 /// An owned input record for tests; see [`record`].
 #[derive(Debug, Clone, Default)]
@@ -59,13 +59,27 @@ impl<P: Processor> TestRunner<P> {
     }
 
     /// What a restart from a checkpoint taken now looks like: a fresh instance,
-    /// `init`, then `restore(snapshot())`, with the same state.
+    /// `init`, then `restore(snapshot(), same module)`, with the same state.
     pub fn restart(&mut self) -> Result<()> {
         let snapshot = self.processor.snapshot();
         let mut fresh = P::default();
         fresh.init(&self.config)?;
-        fresh.restore(&snapshot)?;
+        fresh.restore(&snapshot, &SnapshotOrigin { module_digest: TEST_DIGEST.into(), same_module: true })?;
         self.processor = fresh;
         Ok(())
     }
+
+    /// What a hot swap to processor `Q` at this point looks like: a fresh `Q`,
+    /// `init` with the same config, then `restore(snapshot(), other module)`,
+    /// with the same state. For testing a new version's migration.
+    pub fn swap<Q: Processor>(self) -> Result<TestRunner<Q>> {
+        let snapshot = self.processor.snapshot();
+        let mut next = Q::default();
+        next.init(&self.config)?;
+        next.restore(&snapshot, &SnapshotOrigin { module_digest: TEST_DIGEST.into(), same_module: false })?;
+        Ok(TestRunner { processor: next, state: self.state, config: self.config, next_offset: self.next_offset })
+    }
 }
+
+/// The module digest [`TestRunner`] hands to `restore`.
+pub const TEST_DIGEST: &str = "0000000000000000000000000000000000000000000000000000000000000000";

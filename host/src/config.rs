@@ -86,6 +86,8 @@ pub struct Config {
     pub replication_factor: i32,
     pub processor: ProcessorConfig,
     pub kafka: KafkaPassthrough,
+    /// Where the admin endpoint listens (`None`: no endpoint).
+    pub admin_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +162,8 @@ enum Kind {
     Guarantee,
     Path,
     TopicList,
+    /// `host:port`, or `none`.
+    Listen,
 }
 
 /// A key the host understands.
@@ -211,6 +215,12 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Replication,
         default: Some("-1 (the broker's default.replication.factor)"),
         doc: "replication factor of the changelog topic the host creates",
+    },
+    Key {
+        name: "admin.listen",
+        kind: Kind::Listen,
+        default: Some("127.0.0.1:0 (a free port on the loopback interface)"),
+        doc: "HTTP admin endpoint of a running host (GET /status, POST /swap), found by `wasmstream status` and `wasmstream swap` through <state.dir>/<application.id>/admin.addr; none: no endpoint",
     },
     Key {
         name: "processor.module",
@@ -410,6 +420,10 @@ fn build(
     let inputs = get("processor.inputs")?.map(Value::topics).unwrap_or_default();
     let outputs = get("processor.outputs")?.map(Value::topics).unwrap_or_default();
     let max_memory_bytes = get("processor.max.memory.bytes")?.map_or(DEFAULT_MAX_MEMORY_BYTES, Value::number);
+    let admin_listen = match get("admin.listen")? {
+        Some(Value::Listen(a)) => a,
+        _ => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+    };
 
     if !module.is_file() {
         return Err(ConfigError::ModuleNotFound { origin: origin.to_string(), path: module });
@@ -425,6 +439,7 @@ fn build(
         replication_factor,
         processor: ProcessorConfig { module, inputs, outputs, config: guest, max_memory_bytes },
         kafka,
+        admin_listen,
     })
 }
 
@@ -436,6 +451,7 @@ enum Value {
     Guarantee(ProcessingGuarantee),
     Path(PathBuf),
     Topics(Vec<String>),
+    Listen(Option<std::net::SocketAddr>),
 }
 
 impl Value {
@@ -462,6 +478,13 @@ impl Value {
 /// Checks one value; the error is (what was expected, a suggestion).
 fn check(key: &Key, raw: &Raw, base: &Path) -> Result<Value, (String, Option<&'static str>)> {
     match key.kind {
+        Kind::Listen => match raw.text().map(|s| s.trim().to_string()) {
+            Some(s) if s == "none" => Ok(Value::Listen(None)),
+            Some(s) => s.parse().map(|a| Value::Listen(Some(a))).map_err(|_| {
+                ("an IP address and port such as 127.0.0.1:9870 (port 0: any free one), or none".into(), None)
+            }),
+            None => Err(("an address string such as \"127.0.0.1:9870\", or \"none\"".into(), None)),
+        },
         Kind::Text => match raw.text() {
             Some(s) if !s.trim().is_empty() => Ok(Value::Text(s)),
             _ => Err(("a non-empty string".into(), None)),

@@ -43,7 +43,7 @@ mod batch_bindings {
 }
 
 use batch_bindings::{BatchProcessor, BatchProcessorPre};
-pub use bindings::wasmstream::processor::types::{Header, InputRecord, OutputRecord};
+pub use bindings::wasmstream::processor::types::{Header, InputRecord, OutputRecord, SnapshotOrigin};
 use bindings::wasmstream::processor::{log, state};
 use bindings::{Processor, ProcessorPre};
 use wasmstream_sdk::packed::{self, FormatError, InputBatch};
@@ -54,8 +54,8 @@ use wasmstream_sdk::packed::{self, FormatError, InputBatch};
 const MAX_CORE_INSTANCES: usize = 64;
 
 /// The WIT worlds a module may implement, for messages.
-pub const BATCH_WORLD: &str = "wasmstream:processor/batch-processor@0.1.0";
-pub const RECORD_WORLD: &str = "wasmstream:processor/processor@0.1.0";
+pub const BATCH_WORLD: &str = "wasmstream:processor/batch-processor@0.2.0";
+pub const RECORD_WORLD: &str = "wasmstream:processor/processor@0.2.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
@@ -173,6 +173,11 @@ pub fn engine() -> Result<Engine, GuestError> {
 }
 
 impl Module {
+    /// The engine it was compiled for (a module to swap in must share it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The WIT world the component implements.
     pub fn world(&self) -> &'static str {
         match self.pre {
@@ -204,7 +209,7 @@ impl Module {
         cache: Option<&CompileCache>,
     ) -> Result<Module, GuestError> {
         let bytes = std::fs::read(path).map_err(|source| GuestError::Read { path: path.to_path_buf(), source })?;
-        let digest = hex(&Sha256::digest(&bytes));
+        let digest = digest(&bytes);
         let cached = cache.and_then(|c| c.load(engine, &digest));
         let fresh = cached.is_none();
         let component = match cached {
@@ -259,6 +264,17 @@ impl Module {
         label: Arc<str>,
         config: &[(String, String)],
     ) -> Result<Instance, GuestError> {
+        self.try_instantiate(store, label, config).map_err(|b| b.0)
+    }
+
+    /// [`Module::instantiate`], giving `store` back if instantiation or
+    /// `init` fails (a hot swap goes back to the old module with it).
+    pub fn try_instantiate(
+        &self,
+        store: TaskStore,
+        label: Arc<str>,
+        config: &[(String, String)],
+    ) -> Result<Instance, Box<(GuestError, TaskStore)>> {
         // No preopened directories, no environment, no arguments, no sockets:
         // a processor sees only what the host hands it. Its stderr (panic
         // messages) goes to the host's, to be seen.
@@ -276,12 +292,22 @@ impl Module {
             Pre::Batch(pre) => pre.instantiate(&mut store).map(Bindings::Batch),
             Pre::Record(pre) => pre.instantiate(&mut store).map(|b| Bindings::Record(b, Box::default())),
             Pre::Native(make) => Ok(Bindings::Native(make())),
-        }
-        .map_err(|e| GuestError::Instantiate(describe(&e)))?;
+        };
+        let bindings = match bindings {
+            Ok(b) => b,
+            Err(e) => return Err(Box::new((GuestError::Instantiate(describe(&e)), store.into_data().store))),
+        };
         let mut instance = Instance { store, bindings };
-        instance.init(config)?;
-        Ok(instance)
+        match instance.init(config) {
+            Ok(()) => Ok(instance),
+            Err(e) => Err(Box::new((e, instance.into_store()))),
+        }
     }
+}
+
+/// SHA-256 of a module's bytes, lowercase hex: how a module is named.
+pub fn digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -308,7 +334,7 @@ pub trait NativeProcessor: Send {
         outputs: &mut Vec<u8>,
     ) -> Result<Option<(usize, String)>, StateError>;
     fn snapshot(&self) -> Vec<u8>;
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+    fn restore(&mut self, snapshot: &[u8], origin: &SnapshotOrigin) -> Result<(), String>;
 }
 
 /// The task's store as the SDK's [`State`](wasmstream_sdk::State); the
@@ -363,8 +389,12 @@ impl<P: wasmstream_sdk::Processor + Send> NativeProcessor for P {
     fn snapshot(&self) -> Vec<u8> {
         wasmstream_sdk::Processor::snapshot(self)
     }
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        wasmstream_sdk::Processor::restore(self, snapshot).map_err(|e| e.to_string())
+    fn restore(&mut self, snapshot: &[u8], origin: &SnapshotOrigin) -> Result<(), String> {
+        let origin = wasmstream_sdk::SnapshotOrigin {
+            module_digest: origin.module_digest.clone(),
+            same_module: origin.same_module,
+        };
+        wasmstream_sdk::Processor::restore(self, snapshot, &origin).map_err(|e| e.to_string())
     }
 }
 
@@ -491,11 +521,12 @@ impl Instance {
         outcome("snapshot", r.map(Ok))
     }
 
-    pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), GuestError> {
+    /// Hands the instance a snapshot taken by the module `origin` names.
+    pub fn restore(&mut self, snapshot: &[u8], origin: &SnapshotOrigin) -> Result<(), GuestError> {
         let r = match &mut self.bindings {
-            Bindings::Batch(b) => b.call_restore(&mut self.store, snapshot),
-            Bindings::Record(b, _) => b.call_restore(&mut self.store, snapshot),
-            Bindings::Native(p) => Ok(p.restore(snapshot)),
+            Bindings::Batch(b) => b.call_restore(&mut self.store, snapshot, origin),
+            Bindings::Record(b, _) => b.call_restore(&mut self.store, snapshot, origin),
+            Bindings::Native(p) => Ok(p.restore(snapshot, origin)),
         };
         outcome("restore", r)
     }

@@ -20,6 +20,7 @@
 //!
 //! `main.rs` is a thin CLI over [`pipeline::run`].
 
+pub mod admin;
 pub mod changelog;
 pub mod checkpoint;
 pub mod checkpointer;
@@ -33,6 +34,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod swap;
 pub mod task;
 pub mod tasks;
 

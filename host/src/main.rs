@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use wasmstream::{Shutdown, checkpoint, config, demo, pipeline};
+use wasmstream::{Shutdown, admin, checkpoint, config, demo, pipeline};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,34 @@ enum Command {
         #[arg(long, default_value = demo::DEFAULT_MODULE)]
         module: PathBuf,
     },
+    /// Replace the processor of a running host (`wasmstream run` with the same
+    /// config) without stopping it: the new module is compiled while the
+    /// pipeline runs; at the next record boundary every task checkpoints and
+    /// hands its snapshot to the new module's `restore`. If anything fails,
+    /// up to and including the new module's first batch, every task goes on
+    /// with the old module from that checkpoint. Exits 0 once every task runs
+    /// the new module, 1 with the reason otherwise. A restart keeps the new
+    /// module until processor.module changes.
+    Swap {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// The new processor component (.wasm).
+        #[arg(long, short)]
+        module: PathBuf,
+        /// How long to wait for the outcome, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Show what a running host (`wasmstream run` with the same config) is
+    /// doing: its module, tasks, records, checkpoints and last hot swap.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Inspect checkpoints.
     Checkpoint {
         #[command(subcommand)]
@@ -77,6 +105,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, overrides } => run(&config, &overrides),
         Command::Check { config, overrides } => check(&config, &overrides),
+        Command::Swap { config, overrides, module, timeout } => swap(&config, &overrides, &module, timeout),
+        Command::Status { config, overrides } => status(&config, &overrides),
         Command::Demo { module } => demo::run(&module).map_err(anyhow::Error::from),
         Command::Checkpoint { command: CheckpointCommand::Inspect { config, overrides } } => {
             inspect(&config, &overrides)
@@ -180,6 +210,53 @@ fn check(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
         module.digest,
         module.world()
     );
+    Ok(())
+}
+
+fn swap(path: &std::path::Path, overrides: &[String], module: &std::path::Path, timeout: u64) -> anyhow::Result<()> {
+    let config = config::load(path, overrides)?;
+    let module = std::fs::canonicalize(module).with_context(|| format!("cannot read module {}", module.display()))?;
+    let addr = admin::find(&config)?;
+    eprintln!("asking the host at {addr} to swap in {} ...", module.display());
+    let body = serde_json::json!({ "module": module });
+    let (_, answer) =
+        admin::request(&addr, "POST", "/swap", Some(&body), std::time::Duration::from_secs(timeout.max(1)))?;
+    let text = |k: &str| answer.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    match text("outcome").as_str() {
+        "completed" => {
+            let paused: Vec<String> = answer["paused_ms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("task {} {:.2} ms", p[0], p[1].as_f64().unwrap_or(0.0)))
+                .collect();
+            println!(
+                "swapped: every task runs {} (sha256 {}); compiled in {:.0} ms while processing went on; processing paused {:.1} ms in all ({})",
+                text("module"),
+                text("digest"),
+                answer["compile_ms"].as_f64().unwrap_or(0.0),
+                answer["stall_ms"].as_f64().unwrap_or(0.0),
+                paused.join(", ")
+            );
+            if answer["tried"].as_bool() == Some(false) {
+                println!("note: no record arrived to try the new module on before this answer");
+            }
+            if let Some(w) = answer["warning"].as_str() {
+                println!("warning: {w}");
+            }
+            Ok(())
+        }
+        "rolled_back" => anyhow::bail!("rolled back: every task runs {} again. {}", text("module"), text("reason")),
+        "refused" => anyhow::bail!("refused: {}", text("reason")),
+        _ => anyhow::bail!("unexpected answer from the host: {answer}"),
+    }
+}
+
+fn status(path: &std::path::Path, overrides: &[String]) -> anyhow::Result<()> {
+    let config = config::load(path, overrides)?;
+    let addr = admin::find(&config)?;
+    let (_, answer) = admin::request(&addr, "GET", "/status", None, std::time::Duration::from_secs(10))?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 

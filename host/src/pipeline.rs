@@ -7,7 +7,8 @@
 //! through [`Shutdown`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -19,6 +20,7 @@ use crate::guest::{self, GuestError, Module};
 use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, SourceContext};
+use crate::swap::{SwapInbox, SwapOutcome};
 use crate::task::{ChangelogEnv, Task, TaskEnv, TaskError, short};
 pub use crate::tasks::CheckpointTimes;
 pub use crate::tasks::MAX_ROLLBACKS;
@@ -46,6 +48,10 @@ pub enum PipelineError {
         "the transaction failed {times} times in a row, each time rolled back to the last checkpoint; stopping. Last failure: {cause}"
     )]
     RolledBack { times: u32, cause: Box<SinkError> },
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    #[error(transparent)]
+    SwapRecord(#[from] crate::swap::SwapFileError),
     #[error(
         "this host was fenced: another instance of application `{application_id}` took over its partitions or its transactional id; stopping without a checkpoint: {cause}"
     )]
@@ -72,7 +78,21 @@ pub struct RunSummary {
 pub struct Progress {
     records: AtomicU64,
     checkpoints: AtomicU64,
-    largest: std::sync::Mutex<CheckpointTimes>,
+    largest: Mutex<CheckpointTimes>,
+    running: Mutex<Running>,
+    last_swap: Mutex<Option<SwapOutcome>>,
+}
+
+/// What the tasks run: the module's path and digest, the partitions.
+#[derive(Debug, Default, Clone)]
+struct Running {
+    module: String,
+    digest: String,
+    partitions: Vec<i32>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Progress {
@@ -91,13 +111,37 @@ impl Progress {
     /// waits for its checkpoint by design): its keys, how long it took from
     /// its cut until RocksDB held it, and how long processing stalled for it.
     pub fn largest_checkpoint(&self) -> CheckpointTimes {
-        *self.largest.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.largest)
+    }
+
+    /// The module the tasks run (path, SHA-256) and the partitions they process.
+    pub fn running(&self) -> (String, String, Vec<i32>) {
+        let r = lock(&self.running).clone();
+        (r.module, r.digest, r.partitions)
+    }
+
+    /// How the last hot swap of this run ended.
+    pub fn last_swap(&self) -> Option<SwapOutcome> {
+        lock(&self.last_swap).clone()
+    }
+
+    pub(crate) fn set_last_swap(&self, outcome: &SwapOutcome) {
+        *lock(&self.last_swap) = Some(outcome.clone());
     }
 
     fn publish(&self, tasks: &Tasks) {
         self.records.store(tasks.records, Ordering::Release);
         self.checkpoints.store(tasks.checkpoints, Ordering::Release);
-        *self.largest.lock().unwrap_or_else(|p| p.into_inner()) = tasks.largest;
+        *lock(&self.largest) = tasks.largest;
+        let mut running = lock(&self.running);
+        let module = tasks.module();
+        if running.digest != module.digest {
+            running.digest.clone_from(&module.digest);
+            running.module = module.path.display().to_string();
+        }
+        if !running.partitions.iter().eq(tasks.by_partition.keys()) {
+            running.partitions = tasks.by_partition.keys().copied().collect();
+        }
     }
 }
 
@@ -143,7 +187,11 @@ pub fn run_with_progress(
     let engine = guest::engine()?;
     let compile_started = Instant::now();
     let cache = config.compile_cache();
-    let module = Module::load(&engine, &config.processor.module, config.processor.max_memory_bytes, Some(&cache))?;
+    let configured = &config.processor.module;
+    let bytes = std::fs::read(configured).map_err(|source| GuestError::Read { path: configured.clone(), source })?;
+    let configured_digest = guest::digest(&bytes);
+    let path = module_to_run(config, &configured_digest)?;
+    let module = Module::load(&engine, &path, config.processor.max_memory_bytes, Some(&cache))?;
     tracing::info!(
         "loaded {} (sha256 {}) in {} ms ({})",
         module.path.display(),
@@ -151,7 +199,33 @@ pub fn run_with_progress(
         compile_started.elapsed().as_millis(),
         module.origin
     );
-    run_with_module(config, module, shutdown, progress)
+    run_loaded(config, module, configured_digest, shutdown, progress)
+}
+
+/// `processor.module`, or the module a hot swap put in its place while the
+/// config still names the module it replaced.
+fn module_to_run(config: &Config, configured_digest: &str) -> Result<PathBuf, PipelineError> {
+    let dir = config.app_state_dir();
+    let Some(record) = crate::swap::recorded(&dir)? else { return Ok(config.processor.module.clone()) };
+    if record.replaces == configured_digest {
+        tracing::info!(
+            "processor.module {} was hot-swapped for {} (sha256 {}); running that (its copy {}). To go back, point processor.module at another module, or delete {}",
+            config.processor.module.display(),
+            record.source.display(),
+            short(&record.digest),
+            record.module.display(),
+            dir.join(crate::swap::RECORD_FILE).display()
+        );
+        return Ok(record.module);
+    }
+    tracing::info!(
+        "processor.module {} changed since the hot swap to {} (sha256 {}): running processor.module and forgetting the swap",
+        config.processor.module.display(),
+        record.source.display(),
+        short(&record.digest)
+    );
+    crate::swap::forget(&dir)?;
+    Ok(config.processor.module.clone())
 }
 
 /// [`run_with_progress`] with a module loaded already (`config.processor.module`
@@ -163,6 +237,20 @@ pub fn run_with_module(
     shutdown: &Shutdown,
     progress: &Progress,
 ) -> Result<RunSummary, PipelineError> {
+    let configured_digest = module.digest.clone();
+    run_loaded(config, module, configured_digest, shutdown, progress)
+}
+
+/// Runs `module`; `configured_digest` is `processor.module`'s, which a hot
+/// swap records as the module it replaces.
+fn run_loaded(
+    config: &Config,
+    module: Module,
+    configured_digest: String,
+    shutdown: &Shutdown,
+    progress: &Progress,
+) -> Result<RunSummary, PipelineError> {
+    let engine = module.engine().clone();
     let topics = source::check_topics(config)?;
     let checkpointed = config.processing_guarantee != ProcessingGuarantee::None;
     if checkpointed {
@@ -204,7 +292,32 @@ pub fn run_with_module(
         dir.display()
     );
 
-    let result = process_until_stopped(&consumer, config, shutdown, progress);
+    let inbox = SwapInbox::default();
+    let admin = config.admin_listen.map(|addr| crate::admin::Listener::bind(addr, &dir)).transpose()?;
+    let admin_ctx = crate::admin::AdminContext {
+        config,
+        progress,
+        inbox: &inbox,
+        engine,
+        cache: config.compile_cache(),
+        configured_digest,
+    };
+    let stop_admin = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        if let Some(admin) = &admin {
+            let (ctx, stop) = (&admin_ctx, &stop_admin);
+            let _ = std::thread::Builder::new()
+                .name("wasmstream-admin".into())
+                .spawn_scoped(s, move || admin.serve(ctx, stop));
+        }
+        let result = process_until_stopped(&consumer, config, shutdown, progress, &inbox);
+        // A swap under way is answered before the admin thread is waited for.
+        drop(inbox.take());
+        consumer.context().tasks().abandon_swap();
+        stop_admin.store(true, Ordering::Release);
+        result
+    });
+    drop(admin);
     let mut tasks = consumer.context().tasks();
     progress.publish(&tasks);
     let summary = RunSummary { records: tasks.records, checkpoints: tasks.checkpoints };
@@ -231,6 +344,7 @@ fn process_until_stopped(
     config: &Config,
     shutdown: &Shutdown,
     progress: &Progress,
+    inbox: &SwapInbox,
 ) -> Result<(), PipelineError> {
     let ctx = consumer.context();
     let mut next_checkpoint = Instant::now() + config.commit_interval;
@@ -266,6 +380,10 @@ fn process_until_stopped(
             until_clock = CLOCK_EVERY;
             tasks.sink.poll();
             tasks.settle(consumer, false)?;
+            if let Some(request) = inbox.take() {
+                tasks.swap(consumer, request)?;
+            }
+            tasks.check_swap_trial();
             progress.publish(&tasks);
             let now = Instant::now();
             if now >= next_checkpoint || tasks.cache_full {

@@ -313,9 +313,17 @@ impl TaskStore {
     /// Forgets the dirty entries, frozen ones too (rollback to the last
     /// checkpoint; a frozen checkpoint's writer must have finished).
     pub fn discard(&mut self) {
+        self.discard_since_cut();
+        self.frozen = None;
+    }
+
+    /// Forgets the entries written since the last cut and keeps the frozen
+    /// ones, which the checkpointer may still be writing (a hot swap going
+    /// back to the old module at the checkpoint it cut). Under
+    /// write-through (`processing.guarantee = none`) there is nothing to forget.
+    pub fn discard_since_cut(&mut self) {
         self.cache.clear();
         self.cache_bytes = 0;
-        self.frozen = None;
     }
 
     /// Writes the memtables to table files, so that the next open need not

@@ -21,7 +21,7 @@ use rdkafka::Offset;
 use crate::changelog::{self, ChangelogError};
 use crate::checkpoint::Checkpoint;
 use crate::config::ProcessingGuarantee;
-use crate::guest::{GuestError, Instance, Module};
+use crate::guest::{GuestError, Instance, Module, SnapshotOrigin};
 use crate::sink::{ChangelogSend, Sink, SinkError};
 use crate::state::{CommitStats, LocalCommit, Released, Restored, StateError, TaskStore, task_dir};
 use wasmstream_sdk::packed::{self, InputWriter};
@@ -138,6 +138,9 @@ pub struct Task {
     batch_topic: String,
     batch_inputs: Vec<(i64, Option<i64>)>,
     outputs: Vec<u8>,
+    /// The instance is a hot swap's new module on trial: a batch it fails
+    /// sends nothing and moves nothing (see [`Task::flush`]).
+    trial: bool,
 }
 
 /// A batch goes to the guest when it holds this many records or bytes (or
@@ -178,10 +181,9 @@ impl Task {
         if !checkpointed {
             restored = Default::default();
         }
-        let label: Arc<str> = format!("{}/task-{partition}", env.application_id).into();
         let instance = env
             .module
-            .instantiate(store, label, &env.guest_config)
+            .instantiate(store, label(env, partition), &env.guest_config)
             .map_err(|source| TaskError::Guest { partition, source })?;
         let task = Task::resume(env, partition, instance, &restored)?;
         match &restored.checkpoint {
@@ -203,15 +205,19 @@ impl Task {
     fn resume(env: &TaskEnv, partition: i32, mut instance: Instance, restored: &Restored) -> Result<Task, TaskError> {
         let (positions, checkpoint_number) = match &restored.checkpoint {
             Some(c) => {
-                instance.restore(&restored.snapshot).map_err(|source| TaskError::Restore { partition, source })?;
-                if c.module_digest != env.module.digest {
-                    tracing::warn!(
-                        "task {partition}: checkpoint {} was written by module {}, restoring into {}",
+                let same_module = c.module_digest == env.module.digest;
+                if !same_module {
+                    tracing::info!(
+                        "task {partition}: checkpoint {} was written by module {}; restoring it into {} (restore is told, to migrate the snapshot)",
                         c.number,
                         short(&c.module_digest),
                         short(&env.module.digest)
                     );
                 }
+                let origin = SnapshotOrigin { module_digest: c.module_digest.clone(), same_module };
+                instance
+                    .restore(&restored.snapshot, &origin)
+                    .map_err(|source| TaskError::Restore { partition, source })?;
                 (c.offsets.clone(), c.number)
             }
             None => (BTreeMap::new(), 0),
@@ -227,7 +233,82 @@ impl Task {
             batch_topic: String::new(),
             batch_inputs: Vec::new(),
             outputs: Vec::new(),
+            trial: false,
         })
+    }
+
+    /// The current instance's snapshot (a hot swap hands it to the new module).
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, TaskError> {
+        let partition = self.partition;
+        self.instance.snapshot().map_err(|source| TaskError::Guest { partition, source })
+    }
+
+    /// Moves the task, at this record boundary, from module `from` onto `to`:
+    /// a fresh instance of `to` on the same store, `init`, then
+    /// `restore(snapshot, from)`, where `snapshot` is the current instance's.
+    /// The task's next batch is a trial (see [`Task::flush`]). If a step
+    /// fails, the task is back on `from` with the same snapshot and the inner
+    /// error says which step; the outer one, that even that failed.
+    pub fn change_module(
+        self,
+        env: &TaskEnv,
+        from: &Module,
+        to: &Module,
+        snapshot: &[u8],
+    ) -> Result<(Task, Result<(), GuestError>), TaskError> {
+        let mut task = self;
+        let partition = task.partition;
+        let store = task.instance.into_store();
+        let origin = SnapshotOrigin { module_digest: from.digest.clone(), same_module: from.digest == to.digest };
+        let tried = match to.try_instantiate(store, label(env, partition), &env.guest_config) {
+            Ok(mut instance) => match instance.restore(snapshot, &origin) {
+                Ok(()) => Ok(instance),
+                Err(e) => Err((e, instance.into_store())),
+            },
+            Err(failed) => Err(*failed),
+        };
+        match tried {
+            Ok(instance) => {
+                task.instance = instance;
+                task.trial = true;
+                Ok((task, Ok(())))
+            }
+            Err((e, store)) => {
+                task.instance = reinstate(env, partition, store, from, snapshot, &from.digest)?;
+                Ok((task, Err(e)))
+            }
+        }
+    }
+
+    /// Puts the task back on `module` with `snapshot`, taken by the module
+    /// whose digest is `written_by`: what its instance wrote since the last
+    /// cut is forgotten, its position and waiting batch stay.
+    pub fn return_to(
+        self,
+        env: &TaskEnv,
+        module: &Module,
+        snapshot: &[u8],
+        written_by: &str,
+    ) -> Result<Task, TaskError> {
+        let mut task = self;
+        let store = task.instance.into_store();
+        task.instance = reinstate(env, task.partition, store, module, snapshot, written_by)?;
+        task.trial = false;
+        Ok(task)
+    }
+
+    /// The snapshot and module digest of the task's last checkpoint (empty
+    /// and `module`'s digest without one).
+    pub fn last_checkpoint(&mut self, module: &Module) -> Result<(Vec<u8>, String), TaskError> {
+        let partition = self.partition;
+        let r = self.instance.store().read_checkpoint().map_err(|source| TaskError::State { partition, source })?;
+        let digest = r.checkpoint.map_or_else(|| module.digest.clone(), |c| c.module_digest);
+        Ok((r.snapshot, digest))
+    }
+
+    /// The task's trial (of a hot swap's new module) is over.
+    pub fn end_trial(&mut self) {
+        self.trial = false;
     }
 
     /// Rolls the task back to its last checkpoint: dirty state dropped, a
@@ -238,10 +319,9 @@ impl Task {
         let mut store = self.instance.into_store();
         store.discard();
         let restored = store.read_checkpoint().map_err(|source| TaskError::State { partition, source })?;
-        let label: Arc<str> = format!("{}/task-{partition}", env.application_id).into();
         let instance = env
             .module
-            .instantiate(store, label, &env.guest_config)
+            .instantiate(store, label(env, partition), &env.guest_config)
             .map_err(|source| TaskError::Guest { partition, source })?;
         let mut task = Task::resume(env, partition, instance, &restored)?;
         for (topic, origin) in self.origins {
@@ -328,24 +408,16 @@ impl Task {
             Err(source) => return Err(record_err(0, source)),
         };
         let done = failure.as_ref().map_or(inputs.len(), |f| f.index as usize);
-        for out in packed::read_outputs(&self.outputs) {
-            let out = out.map_err(|e| record_err(done, GuestError::batch(e.to_string())))?;
-            let i = out.input as usize;
-            if i >= done {
-                let message = format!("returned an output for input {i} of a batch where {done} were processed");
-                return Err(record_err(i, GuestError::batch(message)));
-            }
-            let Some(target) = sink.route(out.topic) else {
-                return Err(TaskError::UnknownOutput {
-                    topic: topic.to_string(),
-                    partition,
-                    offset: inputs[i].0,
-                    target: out.topic.unwrap_or_default().to_string(),
-                    outputs: sink.outputs().to_vec(),
-                });
-            };
-            sink.send(target, &out, inputs[i].1)?;
+        // A new module on trial: a batch it fails leaves no trace, so that
+        // the old module can take it over from the same position.
+        let failure = match failure {
+            Some(f) if self.trial => return Err(record_err(f.index as usize, f.error)),
+            other => other,
+        };
+        if self.trial {
+            send_outputs(&self.outputs, done, inputs, sink, false).map_err(|e| e.at(topic, partition, inputs))?;
         }
+        send_outputs(&self.outputs, done, inputs, sink, true).map_err(|e| e.at(topic, partition, inputs))?;
         if done > 0 {
             let next = inputs[done - 1].0 + 1;
             match self.positions.get_mut(topic) {
@@ -388,6 +460,85 @@ impl Task {
     pub fn mark_clean(&mut self) {
         self.pending = 0;
     }
+}
+
+/// Why a batch's outputs could not be sent.
+enum OutputError {
+    Malformed { input: usize, message: String },
+    UnknownTopic { input: usize, target: String, outputs: Vec<String> },
+    Sink(SinkError),
+}
+
+impl OutputError {
+    fn at(self, topic: &str, partition: i32, inputs: &[(i64, Option<i64>)]) -> TaskError {
+        let offset = |i: usize| inputs.get(i).map_or(-1, |&(o, _)| o);
+        match self {
+            OutputError::Malformed { input, message } => TaskError::Record {
+                topic: topic.to_string(),
+                partition,
+                offset: offset(input),
+                source: GuestError::batch(message),
+            },
+            OutputError::UnknownTopic { input, target, outputs } => {
+                TaskError::UnknownOutput { topic: topic.to_string(), partition, offset: offset(input), target, outputs }
+            }
+            OutputError::Sink(e) => TaskError::Sink(e),
+        }
+    }
+}
+
+/// Routes the packed outputs of the first `done` inputs of a batch and, if
+/// `send`, sends them; without `send` it only checks that every one can be.
+fn send_outputs(
+    outputs: &[u8],
+    done: usize,
+    inputs: &[(i64, Option<i64>)],
+    sink: &mut Sink,
+    send: bool,
+) -> Result<(), OutputError> {
+    for out in packed::read_outputs(outputs) {
+        let out = out.map_err(|e| OutputError::Malformed { input: done, message: e.to_string() })?;
+        let i = out.input as usize;
+        if i >= done {
+            let message = format!("returned an output for input {i} of a batch where {done} were processed");
+            return Err(OutputError::Malformed { input: i, message });
+        }
+        let Some(target) = sink.route(out.topic) else {
+            return Err(OutputError::UnknownTopic {
+                input: i,
+                target: out.topic.unwrap_or_default().to_string(),
+                outputs: sink.outputs().to_vec(),
+            });
+        };
+        if send {
+            sink.send(target, &out, inputs[i].1).map_err(OutputError::Sink)?;
+        }
+    }
+    Ok(())
+}
+
+/// The name a task's guest log lines carry.
+fn label(env: &TaskEnv, partition: i32) -> Arc<str> {
+    format!("{}/task-{partition}", env.application_id).into()
+}
+
+/// A fresh instance of `module` on `store`, with what was written since the
+/// last cut forgotten, `init`, and `restore(snapshot, written_by)`.
+fn reinstate(
+    env: &TaskEnv,
+    partition: i32,
+    mut store: TaskStore,
+    module: &Module,
+    snapshot: &[u8],
+    written_by: &str,
+) -> Result<Instance, TaskError> {
+    store.discard_since_cut();
+    let mut instance = module
+        .instantiate(store, label(env, partition), &env.guest_config)
+        .map_err(|source| TaskError::Guest { partition, source })?;
+    let origin = SnapshotOrigin { module_digest: written_by.to_string(), same_module: written_by == module.digest };
+    instance.restore(snapshot, &origin).map_err(|source| TaskError::Restore { partition, source })?;
+    Ok(instance)
 }
 
 fn write_snapshot_and_marker(

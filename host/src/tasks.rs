@@ -29,7 +29,11 @@ pub(crate) enum Reason {
     CacheFull,
     Revoke,
     Shutdown,
+    Swap,
 }
+
+mod swapping;
+use swapping::Probation;
 
 /// Every task of this host, and what they share.
 pub struct Tasks {
@@ -53,6 +57,8 @@ pub struct Tasks {
     /// The round with the most keys so far, of those taken while processing
     /// (for progress reports).
     pub(crate) largest: CheckpointTimes,
+    /// A hot swap whose new module has not processed a record yet.
+    probation: Option<Probation>,
 }
 
 /// A round of checkpoints handed to the checkpointer.
@@ -90,7 +96,13 @@ impl Tasks {
             records: 0,
             checkpoints: 0,
             summary: Summary::new(),
+            probation: None,
         }
+    }
+
+    /// The module the tasks run.
+    pub fn module(&self) -> &crate::guest::Module {
+        &self.env.module
     }
 
     /// Records a failure from a callback; the loop stops on it.
@@ -165,6 +177,17 @@ impl Tasks {
         r: Result<u64, TaskError>,
         consumer: &BaseConsumer<SourceContext>,
     ) -> Result<(), PipelineError> {
+        if self.probation.is_some() {
+            match &r {
+                Ok(0) => {}
+                Ok(_) => self.confirm_swap(true),
+                Err(e @ (TaskError::Record { .. } | TaskError::UnknownOutput { .. })) => {
+                    let reason = format!("the new module failed its first batch: {e}");
+                    return self.roll_back_swap(reason);
+                }
+                Err(_) => {}
+            }
+        }
         let n = match r {
             Ok(0) => return Ok(()),
             Ok(n) => n,
@@ -456,6 +479,7 @@ impl Summary {
             Reason::Revoke => "checkpoint before revoke",
             Reason::CacheFull => "checkpoint (statestore.cache.max.bytes reached)",
             Reason::Interval => "checkpoint",
+            Reason::Swap => "checkpoint before a hot swap",
         };
         let rounds =
             if self.rounds > 1 { format!(" ({} checkpoints since the last line)", self.rounds) } else { String::new() };

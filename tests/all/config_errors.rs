@@ -82,6 +82,6 @@ fn component_of_another_world_is_one_line_naming_the_world() {
     assert_one_line(
         code,
         &err,
-        "other.wasm implements neither the wasmstream:processor/batch-processor@0.1.0 nor the wasmstream:processor/processor@0.1.0 world: as a batch-processor: no export `init` found",
+        "other.wasm implements neither the wasmstream:processor/batch-processor@0.2.0 nor the wasmstream:processor/processor@0.2.0 world: as a batch-processor: no export `init` found",
     );
 }

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmstream::compiled::CompileCache;
-use wasmstream::guest::{GuestError, Instance, Module};
+use wasmstream::guest::{GuestError, Instance, Module, SnapshotOrigin};
 use wasmstream::state::TaskStore;
 use wasmstream_sdk::packed::{InputWriter, read_outputs};
 
@@ -84,6 +84,11 @@ fn config(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// A fresh instance on a fresh store.
+/// The origin of a snapshot `name` took itself (a restart).
+fn same_module(name: &str) -> SnapshotOrigin {
+    SnapshotOrigin { module_digest: module(name).digest, same_module: true }
+}
+
 fn instance(name: &str, dir: &Path, config: &[(String, String)]) -> Result<Instance, GuestError> {
     let (store, _) = TaskStore::open(dir, false).expect("open a state store");
     module(name).instantiate(store, Arc::from(name), config)
@@ -217,7 +222,7 @@ fn a_restored_instance_continues_as_one_that_never_stopped() {
             let snapshot = first.snapshot().expect("snapshot");
             // A fresh instance on the same state, as a task restored from a checkpoint.
             let mut second = module(name).instantiate(first.into_store(), Arc::from(name), &[]).expect("instantiate");
-            second.restore(&snapshot).unwrap_or_else(|e| panic!("{name}: restore: {e}"));
+            second.restore(&snapshot, &same_module(name)).unwrap_or_else(|e| panic!("{name}: restore: {e}"));
             let after = run_all(&mut second, half as i64, &inputs[half..], &[50]);
             assert_eq!([before, after].concat(), all, "{name}: outputs across a restore");
             assert_eq!(second.snapshot().expect("snapshot"), end, "{name}: snapshot at the end");
@@ -259,7 +264,7 @@ fn guest_errors_are_reported_with_their_message_and_the_instance_goes_on() {
         assert_eq!(counts, [b"1", b"2"], "{}: counts go on", lang.name);
 
         // restore: a snapshot of the wrong size.
-        match i.restore(b"abc") {
+        match i.restore(b"abc", &same_module(lang.wordcount)) {
             Err(GuestError::Guest { export: "restore", message }) => {
                 assert!(message.contains("expected 8"), "{}: {message}", lang.name)
             }

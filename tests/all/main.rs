@@ -10,4 +10,5 @@ mod eos;
 mod languages;
 mod pipeline;
 mod support;
+mod swap;
 mod worlds;

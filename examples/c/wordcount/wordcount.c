@@ -147,6 +147,7 @@ void exports_processor_snapshot(processor_list_u8_t *ret) {
     *ret = wsg_u64_be(processed);
 }
 
-bool exports_processor_restore(processor_list_u8_t *snapshot, processor_error_t *err) {
-    return wsg_restore_u64(snapshot, &processed, err);
+bool exports_processor_restore(processor_list_u8_t *snapshot, processor_snapshot_origin_t *origin,
+                               processor_error_t *err) {
+    return wsg_restore_u64(snapshot, origin, &processed, err);
 }

@@ -40,19 +40,19 @@ func collectIfDue() {
 	}
 }
 
-//go:wasmimport wasmstream:processor/state@0.1.0 get
+//go:wasmimport wasmstream:processor/state@0.2.0 get
 func stateGet(key unsafe.Pointer, keyLen uint32, ret unsafe.Pointer)
 
-//go:wasmimport wasmstream:processor/state@0.1.0 put
+//go:wasmimport wasmstream:processor/state@0.2.0 put
 func statePut(key unsafe.Pointer, keyLen uint32, value unsafe.Pointer, valueLen uint32)
 
-//go:wasmimport wasmstream:processor/state@0.1.0 delete
+//go:wasmimport wasmstream:processor/state@0.2.0 delete
 func stateDelete(key unsafe.Pointer, keyLen uint32)
 
-//go:wasmimport wasmstream:processor/state@0.1.0 scan-prefix
+//go:wasmimport wasmstream:processor/state@0.2.0 scan-prefix
 func stateScanPrefix(prefix unsafe.Pointer, prefixLen uint32, limit uint32, ret unsafe.Pointer)
 
-//go:wasmimport wasmstream:processor/log@0.1.0 log
+//go:wasmimport wasmstream:processor/log@0.2.0 log
 func hostLog(level uint32, msg unsafe.Pointer, msgLen uint32)
 
 // Memory the host allocated through cabi_realloc (arguments it lowers into
@@ -264,12 +264,17 @@ func exportSnapshot() uint32 {
 	return at
 }
 
+// restore's parameters, flattened: snapshot list<u8> (ptr, len), then origin
+// snapshot-origin's fields: module-digest string (ptr, len), same-module bool
+// (an i32, 0 false).
+//
 //go:wasmexport restore
-func exportRestore(ptr, n uint32) uint32 {
+func exportRestore(ptr, n, digestPtr, digestLen, sameModule uint32) uint32 {
 	enter()
 	snapshot := liftBytes(true, ptr, n)
+	origin := SnapshotOrigin{ModuleDigest: liftString(digestPtr, digestLen), SameModule: sameModule != 0}
 	pinned = nil
-	return lowerResult(registered().Restore(snapshot))
+	return lowerResult(registered().Restore(snapshot, origin))
 }
 
 // A non-nil pointer for an empty list argument.

@@ -44,6 +44,17 @@ type Output struct {
 	Timestamp *int64
 }
 
+// SnapshotOrigin says which module took the snapshot handed to Restore.
+type SnapshotOrigin struct {
+	// SHA-256 of the component whose Snapshot returned the bytes, lowercase hex.
+	ModuleDigest string
+	// Whether that component is the one restoring them (a restart, a
+	// rollback). False after a hot swap or when the configured module changed
+	// since the checkpoint: the bytes may be in the format of an older
+	// version, for this one to migrate.
+	SameModule bool
+}
+
 // Processor is a stream processor. An error returned from Init, Process or
 // Restore is reported by the host with the record it concerns; a panic traps
 // the instance.
@@ -54,8 +65,11 @@ type Processor interface {
 	Process(r *Record) ([]Output, error)
 	// Snapshot returns the in-memory state to keep at a checkpoint.
 	Snapshot() []byte
-	// Restore is called after Init with the last checkpoint's snapshot.
-	Restore(snapshot []byte) error
+	// Restore is called after Init with the last checkpoint's snapshot and
+	// which module took it. A hot swap calls it on the new module with the
+	// old one's snapshot (origin.SameModule false): this is where a new
+	// version migrates an old format. An error keeps the old module running.
+	Restore(snapshot []byte, origin SnapshotOrigin) error
 }
 
 var processor Processor
@@ -101,6 +115,9 @@ func PutU64(key []byte, n uint64) { Put(key, SnapshotU64(n)) }
 func SnapshotU64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
 
 // RestoreU64 is the counter of a SnapshotU64; an error for another size.
+// Restore passes it the bytes alone: a processor whose snapshot format
+// changed checks origin.SameModule (and origin.ModuleDigest) first and
+// converts an older format.
 func RestoreU64(snapshot []byte) (uint64, error) {
 	if len(snapshot) != 8 {
 		return 0, fmt.Errorf("snapshot has %d bytes, expected 8", len(snapshot))

@@ -81,7 +81,7 @@ func (p *wordCount) Process(r *wasmstream.Record) ([]wasmstream.Output, error) {
 
 func (p *wordCount) Snapshot() []byte { return wasmstream.SnapshotU64(p.processed) }
 
-func (p *wordCount) Restore(s []byte) (err error) {
+func (p *wordCount) Restore(s []byte, _ wasmstream.SnapshotOrigin) (err error) {
 	p.processed, err = wasmstream.RestoreU64(s)
 	return err
 }

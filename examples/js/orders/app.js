@@ -79,6 +79,7 @@ export function snapshot() {
   return u64Snapshot(processed);
 }
 
-export function restore(bytes) {
+/** `origin` ({ moduleDigest, sameModule }): which module took the snapshot; one format so far. */
+export function restore(bytes, origin) {
   processed = u64Restore(bytes);
 }

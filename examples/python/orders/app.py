@@ -26,7 +26,7 @@ import json
 from typing import List, Optional, Tuple
 
 import wit_world
-from wasmstream_guest import InputRecord, OutputRecord, State, fail, output, u64_restore, u64_snapshot
+from wasmstream_guest import InputRecord, OutputRecord, SnapshotOrigin, State, fail, output, u64_restore, u64_snapshot
 
 MAX_AMOUNT = 2**53 - 1
 USER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -100,6 +100,6 @@ class WitWorld(wit_world.WitWorld):
     def snapshot(self) -> bytes:
         return u64_snapshot(processed)
 
-    def restore(self, snapshot: bytes) -> None:
+    def restore(self, snapshot: bytes, origin: SnapshotOrigin) -> None:
         global processed
         processed = u64_restore(snapshot)

@@ -20,7 +20,7 @@ word, Python does not), so text with such marks may split differently.
 from typing import List, Tuple
 
 import wit_world
-from wasmstream_guest import InputRecord, OutputRecord, State, fail, output, u64_restore, u64_snapshot
+from wasmstream_guest import InputRecord, OutputRecord, SnapshotOrigin, State, fail, output, u64_restore, u64_snapshot
 
 
 def words(text: str) -> List[str]:
@@ -73,6 +73,6 @@ class WitWorld(wit_world.WitWorld):
     def snapshot(self) -> bytes:
         return u64_snapshot(processed)
 
-    def restore(self, snapshot: bytes) -> None:
+    def restore(self, snapshot: bytes, origin: SnapshotOrigin) -> None:
         global processed
         processed = u64_restore(snapshot)

@@ -11,7 +11,7 @@
 //!
 //! Config (`[processor.config]`): `min-length` (default 1) drops shorter words.
 
-use wasmstream_sdk::{Config, Context, Error, Output, Processor, Record, Result};
+use wasmstream_sdk::{Config, Context, Error, Output, Processor, Record, Result, SnapshotOrigin};
 
 #[derive(Default)]
 pub struct WordCount {
@@ -62,7 +62,7 @@ impl Processor for WordCount {
         self.processed.to_be_bytes().to_vec()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
+    fn restore(&mut self, snapshot: &[u8], _origin: &SnapshotOrigin) -> Result<()> {
         let bytes: [u8; 8] = snapshot
             .try_into()
             .map_err(|_| Error::msg(format_args!("snapshot has {} bytes, expected 8", snapshot.len())))?;

@@ -28,7 +28,7 @@ impl Guest for Typed {
         Vec::new()
     }
 
-    fn restore(_snapshot: Vec<u8>) -> Result<(), String> {
+    fn restore(_snapshot: Vec<u8>, _origin: SnapshotOrigin) -> Result<(), String> {
         Ok(())
     }
 }

@@ -32,6 +32,7 @@ void exports_processor_snapshot(processor_list_u8_t *ret) {
     *ret = wsg_u64_be(echoed);
 }
 
-bool exports_processor_restore(processor_list_u8_t *snapshot, processor_error_t *err) {
-    return wsg_restore_u64(snapshot, &echoed, err);
+bool exports_processor_restore(processor_list_u8_t *snapshot, processor_snapshot_origin_t *origin,
+                               processor_error_t *err) {
+    return wsg_restore_u64(snapshot, origin, &echoed, err);
 }

@@ -22,7 +22,7 @@ func (e *echo) Process(r *wasmstream.Record) ([]wasmstream.Output, error) {
 
 func (e *echo) Snapshot() []byte { return wasmstream.SnapshotU64(e.echoed) }
 
-func (e *echo) Restore(s []byte) (err error) {
+func (e *echo) Restore(s []byte, _ wasmstream.SnapshotOrigin) (err error) {
 	e.echoed, err = wasmstream.RestoreU64(s)
 	return err
 }

@@ -24,7 +24,8 @@ export function snapshot() {
   return b;
 }
 
-export function restore(bytes) {
+// `origin` ({ moduleDigest, sameModule }): which module took the snapshot.
+export function restore(bytes, origin) {
   if (bytes.length !== 8) fail(`snapshot has ${bytes.length} bytes, expected 8`);
   echoed = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, false);
 }

@@ -3,7 +3,7 @@
 from typing import List, Tuple
 
 import wit_world
-from wasmstream_guest import InputRecord, OutputRecord, fail, u64_restore, u64_snapshot
+from wasmstream_guest import InputRecord, OutputRecord, SnapshotOrigin, fail, u64_restore, u64_snapshot
 from wit_world.imports.types import Header
 
 
@@ -27,6 +27,6 @@ class WitWorld(wit_world.WitWorld):
     def snapshot(self) -> bytes:
         return u64_snapshot(echoed)
 
-    def restore(self, snapshot: bytes) -> None:
+    def restore(self, snapshot: bytes, origin: SnapshotOrigin) -> None:
         global echoed
         echoed = u64_restore(snapshot)

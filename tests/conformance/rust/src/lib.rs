@@ -1,7 +1,7 @@
 //! The conformance suite's echo processor (tests/conformance/README.md), with
 //! the Rust SDK.
 
-use wasmstream_sdk::{Context, Error, Output, Processor, Record, Result};
+use wasmstream_sdk::{Context, Error, Output, Processor, Record, Result, SnapshotOrigin};
 
 #[derive(Default)]
 pub struct Echo {
@@ -27,7 +27,7 @@ impl Processor for Echo {
         self.echoed.to_be_bytes().to_vec()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
+    fn restore(&mut self, snapshot: &[u8], _origin: &SnapshotOrigin) -> Result<()> {
         let bytes: [u8; 8] = snapshot
             .try_into()
             .map_err(|_| Error::msg(format_args!("snapshot has {} bytes, expected 8", snapshot.len())))?;
