@@ -148,7 +148,7 @@ fn handle(conn: TcpStream, ctx: &AdminContext<'_>) -> std::io::Result<()> {
         ("GET", "/status") => (200, status(ctx)),
         ("POST", "/swap") => {
             let outcome = match serde_json::from_slice::<SwapBody>(&body) {
-                Ok(b) => swap(ctx, Path::new(&b.module)),
+                Ok(b) => swap(ctx, Path::new(&b.module), None),
                 Err(e) => SwapOutcome::Refused { reason: format!("the body must be {{\"module\": \"<path>\"}}: {e}") },
             };
             let code = match &outcome {
@@ -198,18 +198,20 @@ fn status(ctx: &AdminContext<'_>) -> serde_json::Value {
     })
 }
 
-/// One swap, from the request to its outcome.
-fn swap(ctx: &AdminContext<'_>, path: &Path) -> SwapOutcome {
+/// One swap, from the request to its outcome. `replaces`: the digest a
+/// restart's `processor.module` must still have for the swapped-in module to
+/// replace it (`None`: the configured module's at the start).
+fn swap(ctx: &AdminContext<'_>, path: &Path, replaces: Option<&str>) -> SwapOutcome {
     if !ctx.inbox.begin() {
         return SwapOutcome::Refused { reason: "another hot swap is under way; try again when it is done".into() };
     }
-    let outcome = swap_claimed(ctx, path);
+    let outcome = swap_claimed(ctx, path, replaces.unwrap_or(&ctx.configured_digest));
     ctx.inbox.end();
     ctx.progress.set_last_swap(&outcome);
     outcome
 }
 
-fn swap_claimed(ctx: &AdminContext<'_>, path: &Path) -> SwapOutcome {
+fn swap_claimed(ctx: &AdminContext<'_>, path: &Path, replaces: &str) -> SwapOutcome {
     let requested = Instant::now();
     tracing::info!("hot swap requested: {}", path.display());
     let (running_path, running, _) = ctx.progress.running();
@@ -250,7 +252,7 @@ fn swap_claimed(ctx: &AdminContext<'_>, path: &Path) -> SwapOutcome {
         source: path.to_path_buf(),
         stored,
         compile,
-        replaces: ctx.configured_digest.clone(),
+        replaces: replaces.to_string(),
         requested,
         reply,
     });
@@ -258,6 +260,58 @@ fn swap_claimed(ctx: &AdminContext<'_>, path: &Path) -> SwapOutcome {
         module: running_path.clone(),
         reason: "the host stopped before the swap was done; a restart runs the module of its last completed swap, or processor.module".into(),
     })
+}
+
+/// How often `processor.watch` looks at the module file.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+/// How long the file must stay the same before it is swapped in.
+const WATCH_SETTLE: Duration = Duration::from_secs(1);
+
+/// `processor.watch`: swaps `processor.module` in whenever the file changes
+/// (its size, modification time or inode: a replacing rename counts) and
+/// then stays the same for [`WATCH_SETTLE`]. A version that failed is not
+/// tried again until the file changes once more. Until `stop`.
+pub fn watch(ctx: &AdminContext<'_>, stop: &AtomicBool) {
+    let path = &ctx.config.processor.module;
+    tracing::info!("processor.watch: watching {} for a new version", path.display());
+    let mut seen = stamp(path);
+    let mut changed_at: Option<Instant> = None;
+    let mut failed: Option<String> = None;
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(WATCH_POLL);
+        let now = stamp(path);
+        if now != seen {
+            seen = now;
+            changed_at = Some(Instant::now());
+            continue;
+        }
+        if changed_at.is_none_or(|t| t.elapsed() < WATCH_SETTLE) {
+            continue;
+        }
+        changed_at = None;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("processor.watch: cannot read {}: {e}", path.display());
+                continue;
+            }
+        };
+        let digest = guest::digest(&bytes);
+        if digest == ctx.progress.running().1 || failed.as_deref() == Some(digest.as_str()) {
+            continue;
+        }
+        tracing::info!("processor.watch: {} changed (sha256 {})", path.display(), short(&digest));
+        // The file is processor.module itself: a restart runs it anyway.
+        let outcome = swap(ctx, path, Some(&digest));
+        failed = (!outcome.is_completed()).then_some(digest);
+    }
+}
+
+/// What tells a file's versions apart without reading it.
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 /// Where the running host of `config` listens.

@@ -99,6 +99,8 @@ pub struct ProcessorConfig {
     /// `[processor.config]`, passed to the guest's `init`.
     pub config: Vec<(String, String)>,
     pub max_memory_bytes: u64,
+    /// Hot-swap when the module file changes.
+    pub watch: bool,
 }
 
 /// librdkafka properties passed through verbatim: `common` to both clients,
@@ -164,6 +166,8 @@ enum Kind {
     TopicList,
     /// `host:port`, or `none`.
     Listen,
+    /// `true` or `false`.
+    Flag,
 }
 
 /// A key the host understands.
@@ -227,6 +231,12 @@ pub const KEYS: &[Key] = &[
         kind: Kind::Path,
         default: None,
         doc: "the processor component (.wasm), relative to this file",
+    },
+    Key {
+        name: "processor.watch",
+        kind: Kind::Flag,
+        default: Some("false"),
+        doc: "hot-swap the processor when the processor.module file changes (polled every 500 ms; swapped once it has stayed the same for 1 s, so a copy in progress is not loaded; replacing it by a rename is the safe way)",
     },
     Key {
         name: "processor.inputs",
@@ -420,6 +430,7 @@ fn build(
     let inputs = get("processor.inputs")?.map(Value::topics).unwrap_or_default();
     let outputs = get("processor.outputs")?.map(Value::topics).unwrap_or_default();
     let max_memory_bytes = get("processor.max.memory.bytes")?.map_or(DEFAULT_MAX_MEMORY_BYTES, Value::number);
+    let watch = matches!(get("processor.watch")?, Some(Value::Flag(true)));
     let admin_listen = match get("admin.listen")? {
         Some(Value::Listen(a)) => a,
         _ => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -437,7 +448,7 @@ fn build(
         state_dir,
         cache_max_bytes,
         replication_factor,
-        processor: ProcessorConfig { module, inputs, outputs, config: guest, max_memory_bytes },
+        processor: ProcessorConfig { module, inputs, outputs, config: guest, max_memory_bytes, watch },
         kafka,
         admin_listen,
     })
@@ -452,6 +463,7 @@ enum Value {
     Path(PathBuf),
     Topics(Vec<String>),
     Listen(Option<std::net::SocketAddr>),
+    Flag(bool),
 }
 
 impl Value {
@@ -478,6 +490,14 @@ impl Value {
 /// Checks one value; the error is (what was expected, a suggestion).
 fn check(key: &Key, raw: &Raw, base: &Path) -> Result<Value, (String, Option<&'static str>)> {
     match key.kind {
+        Kind::Flag => match raw {
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(Value::Flag(*b)),
+            other => match other.text().as_deref().map(str::trim) {
+                Some("true") => Ok(Value::Flag(true)),
+                Some("false") => Ok(Value::Flag(false)),
+                _ => Err(("true or false".into(), None)),
+            },
+        },
         Kind::Listen => match raw.text().map(|s| s.trim().to_string()) {
             Some(s) if s == "none" => Ok(Value::Listen(None)),
             Some(s) => s.parse().map(|a| Value::Listen(Some(a))).map_err(|_| {

@@ -304,11 +304,14 @@ fn run_loaded(
     };
     let stop_admin = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
+        let (ctx, stop) = (&admin_ctx, &stop_admin);
         if let Some(admin) = &admin {
-            let (ctx, stop) = (&admin_ctx, &stop_admin);
-            let _ = std::thread::Builder::new()
-                .name("wasmstream-admin".into())
-                .spawn_scoped(s, move || admin.serve(ctx, stop));
+            let serve = move || admin.serve(ctx, stop);
+            let _ = std::thread::Builder::new().name("wasmstream-admin".into()).spawn_scoped(s, serve);
+        }
+        if config.processor.watch {
+            let watch = move || crate::admin::watch(ctx, stop);
+            let _ = std::thread::Builder::new().name("wasmstream-watch".into()).spawn_scoped(s, watch);
         }
         let result = process_until_stopped(&consumer, config, shutdown, progress, &inbox);
         // A swap under way is answered before the admin thread is waited for.

@@ -46,6 +46,9 @@ pub enum SwapOutcome {
         compile_ms: f64,
         /// The swap's whole stall of processing: its checkpoint and every task's pause.
         stall_ms: f64,
+        /// The part of it the checkpoint took (waiting for the one before it
+        /// to be written, the cut; under exactly-once, the transaction commit).
+        checkpoint_ms: f64,
         /// Per task: snapshot, instantiate, `init` and `restore` of the new module.
         paused_ms: Vec<(i32, f64)>,
         /// Whether the new module processed a record before this was reported
@@ -163,14 +166,24 @@ pub fn record(app_state_dir: &Path, record: &SwapRecord) -> Result<(), SwapFileE
     let path = app_state_dir.join(RECORD_FILE);
     let write = |source| SwapFileError::Write { path: path.clone(), source };
     if record.digest == record.replaces {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(write(e)),
-            _ => Ok(()),
-        };
+        return forget(app_state_dir);
     }
     let tmp = app_state_dir.join(format!(".{RECORD_FILE}.tmp"));
     let json = serde_json::to_vec_pretty(record).expect("a swap record serialises");
-    std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path)).map_err(write)
+    std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path)).map_err(write)?;
+    prune_modules(app_state_dir, Some(&record.module));
+    Ok(())
+}
+
+/// Removes the stored modules other than `keep` (best effort: a leftover
+/// file costs only disk).
+fn prune_modules(app_state_dir: &Path, keep: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(app_state_dir.join(MODULES_DIR)) else { return };
+    for entry in entries.flatten() {
+        if keep != Some(entry.path().as_path()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The recorded swap, if there is one.
@@ -189,7 +202,10 @@ pub fn forget(app_state_dir: &Path) -> Result<(), SwapFileError> {
     let path = app_state_dir.join(RECORD_FILE);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SwapFileError::Write { path, source: e }),
-        _ => Ok(()),
+        _ => {
+            prune_modules(app_state_dir, None);
+            Ok(())
+        }
     }
 }
 
@@ -222,7 +238,11 @@ mod tests {
         };
         record(dir.path(), &r).expect("recorded");
         assert_eq!(recorded(dir.path()).ok(), Some(Some(r.clone())));
-        record(dir.path(), &SwapRecord { digest: "aa".into(), ..r }).expect("forgotten");
+        let other = store_module(dir.path(), "cc", b"other").expect("stored");
+        record(dir.path(), &r).expect("recorded");
+        assert!(!other.exists(), "a module no record names is removed");
+        record(dir.path(), &SwapRecord { digest: "aa".into(), ..r.clone() }).expect("forgotten");
         assert_eq!(recorded(dir.path()).ok(), Some(None));
+        assert!(!r.module.exists(), "forgetting the record removes its module");
     }
 }

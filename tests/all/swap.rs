@@ -216,3 +216,37 @@ fn failed_swaps_leave_v1_running_with_nothing_lost_or_repeated() {
     assert_state_counts(&app, &input, &v1);
     assert!(!app.app_state_dir().join("swapped-module.json").exists(), "a rolled-back swap is not recorded");
 }
+
+#[test]
+fn processor_watch_swaps_in_a_module_renamed_over_the_configured_one() {
+    let modules = tempfile::tempdir().expect("tempdir");
+    let module = modules.path().join("processor.wasm");
+    std::fs::copy(guest("swap_v1"), &module).expect("copy v1");
+    let app = App::new("swap-watch", 2, &module, "commit.interval.ms = 300");
+    let text = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(&app.config, text.replace("[processor]\n", "[processor]\nwatch = true\n")).expect("config");
+    let feeder = Feeder::start(&app.input, 20, 15000);
+    let mut host = app.start();
+    wait_for_outputs(&app, 50, &mut host);
+    // A new version arrives the safe way: written beside it, renamed over it.
+    let tmp = modules.path().join("processor.wasm.tmp");
+    std::fs::copy(guest("swap_v2"), &tmp).expect("copy v2");
+    std::fs::rename(&tmp, &module).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !host.log_text().contains("hot swap completed") {
+        assert!(Instant::now() < deadline, "no swap 60 s after the rename:\n{}", host.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    feeder.stop();
+    let input = read_all(&app.input);
+    wait_until_checkpointed_to_end(&app, &input, Duration::from_secs(120));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("processor.watch: "), "{log}");
+    let versions = assert_each_record_once_in_order(&input, &read_all(&app.output));
+    assert!(versions.values().any(|(_, v2)| *v2 > 0), "v2 ran: {versions:?}");
+    assert_state_counts(&app, &input, &sha256(&module));
+    // processor.module is the new version itself: nothing to record.
+    assert!(!app.app_state_dir().join("swapped-module.json").exists());
+}

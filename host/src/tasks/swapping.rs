@@ -28,6 +28,7 @@ pub(crate) struct Probation {
     snapshots: BTreeMap<i32, Vec<u8>>,
     request: SwapRequest,
     stall: Duration,
+    checkpoint: Duration,
     paused: Vec<(i32, Duration)>,
     since: Instant,
 }
@@ -44,6 +45,9 @@ impl Tasks {
         consumer: &BaseConsumer<SourceContext>,
         request: SwapRequest,
     ) -> Result<(), PipelineError> {
+        // Records fetched before the swap are processed by the old module
+        // (processing, not a pause).
+        self.flush_batches(consumer)?;
         let started = Instant::now();
         let old = self.env.module.clone();
         let new = request.module.clone();
@@ -56,6 +60,7 @@ impl Tasks {
             self.by_partition.len()
         );
         self.checkpoint(consumer, Reason::Swap, None)?;
+        let checkpoint = started.elapsed();
         let mut snapshots = BTreeMap::new();
         let mut paused = Vec::with_capacity(self.by_partition.len());
         let mut failure = None;
@@ -86,12 +91,13 @@ impl Tasks {
         self.env.module = new;
         let stall = started.elapsed();
         tracing::info!(
-            "hot swap: every task runs {} now; processing paused {:.1} ms in all (checkpoint included), per task {}; its first batch is a trial",
+            "hot swap: every task runs {} now; processing paused {:.1} ms in all: the checkpoint {:.1} ms, then per task {}; its first batch is a trial",
             short(&self.env.module.digest),
             ms(stall),
+            ms(checkpoint),
             show_paused(&paused)
         );
-        self.probation = Some(Probation { old, snapshots, request, stall, paused, since: Instant::now() });
+        self.probation = Some(Probation { old, snapshots, request, stall, checkpoint, paused, since: Instant::now() });
         Ok(())
     }
 
@@ -129,13 +135,15 @@ impl Tasks {
             ),
             Some(w) => tracing::warn!("hot swap completed{tried_note}, but {w}"),
         }
+        let compile_ms = ms(p.request.compile);
         answer(
             p.request,
             SwapOutcome::Completed {
                 module: record.source.display().to_string(),
                 digest: record.digest,
-                compile_ms: 0.0,
+                compile_ms,
                 stall_ms: ms(p.stall),
+                checkpoint_ms: ms(p.checkpoint),
                 paused_ms: p.paused.iter().map(|(t, d)| (*t, ms(*d))).collect(),
                 tried,
                 warning,
@@ -179,18 +187,6 @@ fn answer(request: SwapRequest, outcome: SwapOutcome) {
     if let SwapOutcome::RolledBack { module, reason } = &outcome {
         tracing::warn!("hot swap rolled back: every task runs {module} again, at the swap's checkpoint. {reason}");
     }
-    let outcome = match outcome {
-        SwapOutcome::Completed { module, digest, stall_ms, paused_ms, tried, warning, .. } => SwapOutcome::Completed {
-            module,
-            digest,
-            compile_ms: ms(request.compile),
-            stall_ms,
-            paused_ms,
-            tried,
-            warning,
-        },
-        other => other,
-    };
     let _ = request.reply.send(outcome);
 }
 
