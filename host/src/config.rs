@@ -662,6 +662,22 @@ mod tests {
     }
 
     #[test]
+    fn admin_listen_and_processor_watch_default_and_are_checked() {
+        let m = module_file();
+        let c = parse(&cfg("", m.path()), None, Path::new("/"), &[]).expect("valid");
+        assert_eq!(c.admin_listen, Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert!(!c.processor.watch);
+        let text = cfg("admin.listen = \"none\"", m.path()).replace("[processor]\n", "[processor]\nwatch = true\n");
+        let c = parse(&text, None, Path::new("/"), &[]).expect("valid");
+        assert_eq!(c.admin_listen, None);
+        assert!(c.processor.watch);
+        let e = err(&cfg("admin.listen = \"localhost\"", m.path()));
+        assert!(e.contains("`admin.listen`") && e.contains("127.0.0.1:9870"), "{e}");
+        let e = err(&cfg("", m.path()).replace("[processor]\n", "[processor]\nwatch = \"yes\"\n"));
+        assert!(e.contains("`processor.watch`") && e.contains("true or false"), "{e}");
+    }
+
+    #[test]
     fn missing_module_names_the_file() {
         let e = err(&cfg("", Path::new("/nonexistent/p.wasm")));
         assert_eq!(e, "x.toml: `processor.module` = /nonexistent/p.wasm: no such file");

@@ -250,3 +250,30 @@ fn processor_watch_swaps_in_a_module_renamed_over_the_configured_one() {
     // processor.module is the new version itself: nothing to record.
     assert!(!app.app_state_dir().join("swapped-module.json").exists());
 }
+
+#[test]
+fn a_restart_on_a_new_processor_module_migrates_the_old_snapshot() {
+    let v1 = guest("swap_v1");
+    let v2 = guest("swap_v2");
+    let app = App::new("swap-upgrade", 2, &v1, "commit.interval.ms = 300");
+    produce(&app.input, &sentences(80, 21000));
+    let host = app.start();
+    wait_until_checkpointed_to_end(&app, &read_all(&app.input), Duration::from_secs(120));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+
+    // An upgrade the usual way: the config names v2, the host restarts.
+    let text = std::fs::read_to_string(&app.config).expect("config");
+    let text = text.replace(&v1.display().to_string(), &v2.display().to_string());
+    std::fs::write(&app.config, text).expect("config");
+    produce(&app.input, &sentences(80, 22000));
+    let host = app.start();
+    let input = read_all(&app.input);
+    wait_until_checkpointed_to_end(&app, &input, Duration::from_secs(120));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("restoring it into"), "the restart says the checkpoint is another module's:\n{log}");
+    let versions = assert_each_record_once_in_order(&input, &read_all(&app.output));
+    assert!(versions.values().all(|(v1, v2)| *v1 > 0 && *v2 > 0), "{versions:?}");
+    assert_state_counts(&app, &input, &sha256(&v2));
+}
