@@ -236,7 +236,7 @@ pub const KEYS: &[Key] = &[
         name: "processor.watch",
         kind: Kind::Flag,
         default: Some("false"),
-        doc: "hot-swap the processor when the processor.module file changes (polled every 500 ms; swapped once it has stayed the same for 1 s, so a copy in progress is not loaded; replacing it by a rename is the safe way)",
+        doc: "hot-swap the processor when the processor.module file changes (polled every 250 ms; swapped once it has stayed the same for 1 s, so a copy in progress is not loaded; replacing it by a rename is the safe way)",
     },
     Key {
         name: "processor.inputs",

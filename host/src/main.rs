@@ -59,8 +59,11 @@ enum Command {
     /// the new module, 1 with the reason otherwise. A restart keeps the new
     /// module until processor.module changes.
     Swap {
+        /// The config file of the running host (its state.dir and
+        /// application.id say where it listens).
         #[arg(long, short)]
         config: PathBuf,
+        /// Override a config key, as for `run`. Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
         /// The new processor component (.wasm).
@@ -73,8 +76,10 @@ enum Command {
     /// Show what a running host (`wasmstream run` with the same config) is
     /// doing: its module, tasks, records, checkpoints and last hot swap.
     Status {
+        /// The config file of the running host.
         #[arg(long, short)]
         config: PathBuf,
+        /// Override a config key, as for `run`. Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
