@@ -187,11 +187,9 @@ pub fn run_with_progress(
     let engine = guest::engine()?;
     let compile_started = Instant::now();
     let cache = config.compile_cache();
-    let configured = &config.processor.module;
-    let bytes = std::fs::read(configured).map_err(|source| GuestError::Read { path: configured.clone(), source })?;
-    let configured_digest = guest::digest(&bytes);
-    let path = module_to_run(config, &configured_digest)?;
+    let (path, configured_digest) = module_to_run(config)?;
     let module = Module::load(&engine, &path, config.processor.max_memory_bytes, Some(&cache))?;
+    let configured_digest = configured_digest.unwrap_or_else(|| module.digest.clone());
     tracing::info!(
         "loaded {} (sha256 {}) in {} ms ({})",
         module.path.display(),
@@ -203,10 +201,14 @@ pub fn run_with_progress(
 }
 
 /// `processor.module`, or the module a hot swap put in its place while the
-/// config still names the module it replaced.
-fn module_to_run(config: &Config, configured_digest: &str) -> Result<PathBuf, PipelineError> {
+/// config still names the module it replaced; and, if it was read for that,
+/// `processor.module`'s digest.
+fn module_to_run(config: &Config) -> Result<(PathBuf, Option<String>), PipelineError> {
     let dir = config.app_state_dir();
-    let Some(record) = crate::swap::recorded(&dir)? else { return Ok(config.processor.module.clone()) };
+    let configured = &config.processor.module;
+    let Some(record) = crate::swap::recorded(&dir)? else { return Ok((configured.clone(), None)) };
+    let bytes = std::fs::read(configured).map_err(|source| GuestError::Read { path: configured.clone(), source })?;
+    let configured_digest = guest::digest(&bytes);
     if record.replaces == configured_digest {
         tracing::info!(
             "processor.module {} was hot-swapped for {} (sha256 {}); running that (its copy {}). To go back, point processor.module at another module, or delete {}",
@@ -216,7 +218,7 @@ fn module_to_run(config: &Config, configured_digest: &str) -> Result<PathBuf, Pi
             record.module.display(),
             dir.join(crate::swap::RECORD_FILE).display()
         );
-        return Ok(record.module);
+        return Ok((record.module, Some(configured_digest)));
     }
     tracing::info!(
         "processor.module {} changed since the hot swap to {} (sha256 {}): running processor.module and forgetting the swap",
@@ -225,7 +227,7 @@ fn module_to_run(config: &Config, configured_digest: &str) -> Result<PathBuf, Pi
         short(&record.digest)
     );
     crate::swap::forget(&dir)?;
-    Ok(config.processor.module.clone())
+    Ok((configured.clone(), Some(configured_digest)))
 }
 
 /// [`run_with_progress`] with a module loaded already (`config.processor.module`
