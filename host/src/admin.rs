@@ -223,17 +223,22 @@ fn swap_claimed(ctx: &AdminContext<'_>, path: &Path, replaces: &str) -> SwapOutc
         Ok(b) => b,
         Err(e) => return rolled_back(format!("cannot read {}: {e}", path.display())),
     };
-    let digest = guest::digest(&bytes);
-    if digest == running {
-        return SwapOutcome::Refused {
-            reason: format!("{} (sha256 {}) is the module every task runs already", path.display(), short(&digest)),
-        };
-    }
     let max_memory = ctx.config.processor.max_memory_bytes;
-    let module = match Module::load(&ctx.engine, path, max_memory, Some(&ctx.cache)) {
+    // The module, its digest and its stored copy all come from these bytes,
+    // even if the file is replaced meanwhile.
+    let module = match Module::from_bytes(&ctx.engine, path, &bytes, max_memory, Some(&ctx.cache)) {
         Ok(m) => m,
         Err(e) => return rolled_back(format!("the new module was not loaded, nothing changed: {e}")),
     };
+    if module.digest == running {
+        return SwapOutcome::Refused {
+            reason: format!(
+                "{} (sha256 {}) is the module every task runs already",
+                path.display(),
+                short(&module.digest)
+            ),
+        };
+    }
     let compile = requested.elapsed();
     tracing::info!(
         "hot swap: loaded {} (sha256 {}) in {:.1} ms ({}), off the processing path",

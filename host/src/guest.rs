@@ -209,12 +209,23 @@ impl Module {
         cache: Option<&CompileCache>,
     ) -> Result<Module, GuestError> {
         let bytes = std::fs::read(path).map_err(|source| GuestError::Read { path: path.to_path_buf(), source })?;
-        let digest = digest(&bytes);
+        Module::from_bytes(engine, path, &bytes, max_memory_bytes, cache)
+    }
+
+    /// [`Module::load`] of bytes read already from `path` (named in messages).
+    pub fn from_bytes(
+        engine: &Engine,
+        path: &Path,
+        bytes: &[u8],
+        max_memory_bytes: u64,
+        cache: Option<&CompileCache>,
+    ) -> Result<Module, GuestError> {
+        let digest = digest(bytes);
         let cached = cache.and_then(|c| c.load(engine, &digest));
         let fresh = cached.is_none();
         let component = match cached {
             Some(c) => c,
-            None => Component::from_binary(engine, &bytes)
+            None => Component::from_binary(engine, bytes)
                 .map_err(|e| GuestError::Compile { path: path.to_path_buf(), message: describe(&e) })?,
         };
         let mut linker = Linker::<TaskData>::new(engine);
