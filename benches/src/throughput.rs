@@ -210,6 +210,8 @@ fn plain_loop(
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        // The host's producer settings: the yardstick partitions as it does.
+        .set("partitioner", "murmur2_random")
         .create()?;
     let mut done = 0;
     while done < n && !shutdown.is_triggered() {

@@ -542,6 +542,11 @@ impl Instance {
         outcome("restore", r)
     }
 
+    /// The task's state store, to read.
+    pub fn state(&self) -> &TaskStore {
+        &self.store.data().store
+    }
+
     /// The task's state store.
     pub fn store(&mut self) -> &mut TaskStore {
         &mut self.store.data_mut().store

@@ -197,6 +197,11 @@ impl Sink {
         // relies on the producer's idempotence.
         cc.set_if_absent("enable.idempotence", "true");
         cc.set_if_absent("linger.ms", "5");
+        // A keyed output goes where a Java producer (and so Kafka Streams)
+        // would put it, murmur2 of the key: a downstream join or aggregation
+        // co-partitioned with Java-produced topics sees each key on one
+        // partition. librdkafka's default, `consistent_random`, is CRC32.
+        cc.set_if_absent("partitioner", "murmur2_random");
         if let Some(id) = transactional_id {
             cc.set("transactional.id", id);
             // Kafka Streams' value under exactly-once: a crashed host's open

@@ -338,14 +338,15 @@ impl Task {
         &self.positions
     }
 
-    /// Whether anything happened since the last checkpoint.
+    /// Whether anything happened since the last checkpoint: a record, or
+    /// state written outside one (in `init` or `restore`, a migration).
     pub fn is_dirty(&self) -> bool {
-        self.pending > 0
+        self.pending > 0 || self.dirty_state_bytes() > 0
     }
 
     /// Bytes of state written since the last checkpoint.
-    pub fn dirty_state_bytes(&mut self) -> usize {
-        self.instance.store().dirty_bytes()
+    pub fn dirty_state_bytes(&self) -> usize {
+        self.instance.state().dirty_bytes()
     }
 
     /// Adds one record to the task's batch; processes the batch (see

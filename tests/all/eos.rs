@@ -121,11 +121,12 @@ fn zombie_host_is_fenced_and_stops_while_its_successor_keeps_exactly_once() {
 fn exactly_once_rolls_back_a_failed_transaction_and_stops_when_it_keeps_failing() {
     // The output topic refuses records over 2,000 bytes: the upper-cased copy
     // of a 5,000-byte value is never delivered, however often it is retried.
-    let app = App::with_output_config(
+    let app = App::with_output(
         "rollback",
         1,
         &guest("uppercase"),
         "processing.guarantee = \"exactly_once\"",
+        1,
         &[("max.message.bytes", "2000")],
     );
     let good = |range: std::ops::Range<usize>| -> Vec<(String, String)> {

@@ -71,3 +71,51 @@ fn processing_guarantee_none_runs_and_restarts_from_committed_offsets() {
     assert_each_count_exactly_once(&outputs, &expected_counts(&in_all, &BTreeMap::new()));
     assert!(app.checkpoints().iter().all(|t| t.checkpoint.is_none()), "none writes no checkpoint");
 }
+
+#[test]
+fn keyed_outputs_are_partitioned_like_a_java_producer() {
+    // Kafka Streams and the Java producer put a keyed record on partition
+    // toPositive(murmur2(key)) % partitions; a topic joined with one they
+    // wrote must agree, key by key.
+    let app = App::with_output("partitioner", 2, &guest("wordcount"), "", 5, &[]);
+    let input = sentences(100, 6);
+    let (outputs, _) = run_batch(&app, &input, &input);
+    assert!(!outputs.is_empty());
+    let used: BTreeSet<i32> = outputs.iter().map(|r| r.partition).collect();
+    assert!(used.len() > 1, "outputs spread over the 5 partitions: {used:?}");
+    for r in &outputs {
+        let expected = (java_murmur2(r.key.as_bytes()) & 0x7fff_ffff) % 5;
+        assert_eq!(r.partition, expected, "output key {:?}", r.key);
+    }
+}
+
+/// `org.apache.kafka.common.utils.Utils.murmur2`.
+fn java_murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]).wrapping_mul(M);
+        k ^= k >> 24;
+        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        for (i, b) in tail.iter().enumerate() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+#[test]
+fn java_murmur2_matches_the_java_client() {
+    // Values printed by kafka-clients 4.1.1's Utils.murmur2.
+    for (key, hash) in [("21", -973932308), ("foobar", -790332482), ("abc", 479470107), ("wasmstream", -61493339)] {
+        assert_eq!(java_murmur2(key.as_bytes()), hash, "{key}");
+    }
+}

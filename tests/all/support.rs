@@ -123,10 +123,18 @@ pub fn produce(topic: &str, records: &[(String, String)]) {
 
 /// [`produce`] for keys and values that need not be UTF-8.
 pub fn produce_bytes<'a>(topic: &str, records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
+    produce_to(topic, None, records);
+}
+
+/// [`produce_bytes`], to one partition (`None`: the key decides).
+pub fn produce_to<'a>(topic: &str, partition: Option<i32>, records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
     let p: BaseProducer =
         ClientConfig::new().set("bootstrap.servers", bootstrap()).set("linger.ms", "2").create().expect("producer");
     for (k, v) in records {
         let mut rec = BaseRecord::to(topic).key(k).payload(v);
+        if let Some(partition) = partition {
+            rec = rec.partition(partition);
+        }
         loop {
             match p.send(rec) {
                 Ok(()) => break,
@@ -269,22 +277,24 @@ impl App {
     /// Creates the topics and writes a config for `module` with `settings`
     /// (TOML lines for the top level, e.g. `commit.interval.ms = 200`).
     pub fn new(name: &str, partitions: i32, module: &Path, settings: &str) -> App {
-        App::with_output_config(name, partitions, module, settings, &[])
+        App::with_output(name, partitions, module, settings, 1, &[])
     }
 
-    /// [`App::new`] with topic configs for the output topic.
-    pub fn with_output_config(
+    /// [`App::new`] with an output topic of `output_partitions` partitions
+    /// and these topic configs.
+    pub fn with_output(
         name: &str,
         partitions: i32,
         module: &Path,
         settings: &str,
+        output_partitions: i32,
         output_config: &[(&str, &str)],
     ) -> App {
         let id = unique(name);
         let input = format!("{id}-in");
         let output = format!("{id}-out");
         create_topic(&input, partitions);
-        create_topic_with(&output, 1, output_config);
+        create_topic_with(&output, output_partitions, output_config);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("wasmstream.toml");
         let text = format!(

@@ -277,3 +277,56 @@ fn a_restart_on_a_new_processor_module_migrates_the_old_snapshot() {
     assert!(versions.values().all(|(v1, v2)| *v1 > 0 && *v2 > 0), "{versions:?}");
     assert_state_counts(&app, &input, &sha256(&v2));
 }
+
+#[test]
+fn state_written_in_init_and_restore_survives_a_rollback_and_a_stop() {
+    // The typed guest writes state outside any record: in `init`, and in
+    // `restore` when the snapshot comes from another module (a migration).
+    // The host checkpoints those writes like a record's.
+    let a = guest("typed_guest");
+    let app = App::new("swap-migration", 2, &a, "commit.interval.ms = 600000");
+    let text = std::fs::read_to_string(&app.config).expect("config");
+    let text = format!("{text}\n[processor.config]\ninit-put = \"started=yes\"\nmigrate-put = \"migrated=yes\"\n");
+    std::fs::write(&app.config, text).expect("config");
+    // B: the same code, another digest (a custom section named "b" appended).
+    let b = app.dir.path().join("typed-b.wasm");
+    let mut bytes = std::fs::read(&a).expect("read the typed guest");
+    bytes.extend_from_slice(&[0, 2, 1, b'b']);
+    std::fs::write(&b, bytes).expect("write B");
+
+    // Records reach task 0 only: task 1's state is what init and restore wrote.
+    let records: Vec<(String, String)> = (0..5).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    produce_to(&app.input, Some(0), records.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    let mut host = app.start();
+    wait_for_admin(&app, &mut host);
+    wait_for_outputs(&app, 5, &mut host);
+    // A record for B's first batch, which confirms the swap.
+    let trial = {
+        let input = app.input.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            produce_to(&input, Some(0), [(&b"k5"[..], &b"v5"[..])]);
+        })
+    };
+    let (ok, said) = swap(&app, &b);
+    trial.join().expect("trial record");
+    assert!(ok, "swapping in B: {said}");
+    // A swap that fails after its checkpoint's cut goes back to B at that cut.
+    let (ok, said) = swap(&app, &guest("swap_v2_fail_restore"));
+    assert!(!ok && said.contains("rolled back"), "{said}");
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    for t in app.checkpoints() {
+        let state: BTreeMap<String, String> = t.state.iter().map(|(k, v)| (text(k), text(v))).collect();
+        for key in ["started", "migrated"] {
+            assert_eq!(
+                state.get(key).map(String::as_str),
+                Some("yes"),
+                "task {}, {key}: {state:?}\n{log}",
+                t.partition
+            );
+        }
+    }
+}
