@@ -33,6 +33,9 @@ const KIND_META: u8 = 1;
 const META_SNAPSHOT: &[u8] = b"snapshot";
 const META_CHECKPOINT: &[u8] = b"checkpoint";
 
+/// What a state entry's changelog key is: this, then the state key.
+pub const STATE_KEY_PREFIX: &[u8] = &[KIND_STATE];
+
 /// The changelog key of a state entry.
 pub fn state_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());

@@ -106,10 +106,19 @@ fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointRe
         Round::AtLeastOnce { cut, changelog, jobs } => {
             let started = Instant::now();
             // A delta without its marker is a torn checkpoint, which a restore
-            // ignores and repairs: it may go before the outputs are in.
-            for job in &jobs {
-                job.send_delta(writer, &changelog)?;
-            }
+            // ignores and repairs: it may go before the outputs are in. The
+            // RocksDB batches are built beside it, on another thread (a 1M-key
+            // checkpoint: 0.5–0.9 s of sends, 0.2–0.3 s to build its batch).
+            let (sent, staged) = std::thread::scope(|s| {
+                let staging = std::thread::Builder::new()
+                    .name("checkpoint-batch".into())
+                    .spawn_scoped(s, || jobs.iter().map(CheckpointJob::stage).collect::<Vec<_>>());
+                let sent = jobs.iter().try_for_each(|job| job.send_delta(writer, &changelog));
+                // If the thread cannot be had, the batches are built at the write.
+                (sent, staging.ok().and_then(|t| t.join().ok()))
+            });
+            sent?;
+            let mut staged = staged.map(Vec::into_iter);
             let sent = started.elapsed();
             // A marker must never stand for outputs that were not delivered.
             writer.wait_outputs(cut)?;
@@ -123,7 +132,7 @@ fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointRe
                 .into_iter()
                 .map(|job| {
                     let marker = writer.marker_offset(job.partition);
-                    job.write(marker)
+                    job.write(marker, staged.as_mut().and_then(Iterator::next))
                 })
                 .collect();
             tracing::debug!(
@@ -135,6 +144,6 @@ fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointRe
             );
             reports
         }
-        Round::Committed { jobs } => jobs.into_iter().map(|(job, marker)| job.write(marker)).collect(),
+        Round::Committed { jobs } => jobs.into_iter().map(|(job, marker)| job.write(marker, None)).collect(),
     }
 }

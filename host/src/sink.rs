@@ -22,6 +22,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 
 use crate::config::Config;
 use crate::kafka::{ClientLog, SetIfAbsent, client_config};
+
+mod batch;
 use wasmstream_sdk::packed::OutputRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +188,46 @@ pub trait ChangelogSend {
             sent.fetch_sub(1, Ordering::Release);
         })
     }
+
+    /// Queues changelog records for a task's partition, each keyed
+    /// `key_prefix` + its key (a value of `None`: a tombstone), in chunks of
+    /// [`CHANGELOG_CHUNK`] (see [`batch::produce`]). The 1M records of a
+    /// 1M-key checkpoint were queued in 560–620 ms this way, in 870–950 ms
+    /// with a `send_changelog` each (BENCHMARKS.md).
+    fn send_changelog_entries<'a>(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key_prefix: &[u8],
+        entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    ) -> Result<(), SinkError> {
+        let producer = self.changelog_producer()?;
+        let failed = |source| {
+            let _ = drain(producer, || producer.in_flight_count() == 0);
+            delivery_failure(producer).unwrap_or(SinkError::Send { topic: topic.to_string(), source })
+        };
+        let handle = batch::TopicHandle::new(producer, topic).map_err(failed)?;
+        let mut keys = Vec::new();
+        let mut chunk = Vec::with_capacity(CHANGELOG_CHUNK);
+        let mut entries = entries.peekable();
+        while entries.peek().is_some() {
+            keys.clear();
+            chunk.clear();
+            for (k, v) in entries.by_ref().take(CHANGELOG_CHUNK) {
+                let start = keys.len();
+                keys.extend_from_slice(key_prefix);
+                keys.extend_from_slice(k);
+                chunk.push((start..keys.len(), v));
+            }
+            let records = chunk.iter().map(|(key, v)| (&keys[key.clone()], *v));
+            batch::produce(producer, &handle, partition, records, OPAQUE_CHANGELOG).map_err(failed)?;
+        }
+        Ok(())
+    }
 }
+
+/// Changelog records per `rd_kafka_produce_batch` call.
+const CHANGELOG_CHUNK: usize = 4096;
 
 impl Sink {
     /// A producer; with `transactional_id`, a transactional one, initialised

@@ -23,7 +23,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ProcessingGuarantee;
 use crate::guest::{GuestError, Instance, Module, SnapshotOrigin};
 use crate::sink::{ChangelogSend, Sink, SinkError};
-use crate::state::{CommitStats, LocalCommit, Released, Restored, StateError, TaskStore, task_dir};
+use crate::state::{CommitStats, LocalCommit, Released, Restored, Staged, StateError, TaskStore, task_dir};
 use wasmstream_sdk::packed::{self, InputWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,10 +92,7 @@ pub struct CheckpointJob {
 impl CheckpointJob {
     /// Sends the state delta to the changelog.
     pub fn send_delta(&self, sink: &mut impl ChangelogSend, topic: &str) -> Result<(), SinkError> {
-        for (k, v) in self.local.delta() {
-            sink.send_changelog(topic, self.partition, &changelog::state_key(k), v, false)?;
-        }
-        Ok(())
+        sink.send_changelog_entries(topic, self.partition, changelog::STATE_KEY_PREFIX, self.local.delta())
     }
 
     /// Sends the snapshot and the checkpoint marker to the changelog: once
@@ -104,12 +101,18 @@ impl CheckpointJob {
         write_snapshot_and_marker(sink, topic, self.partition, &self.snapshot, &self.checkpoint)
     }
 
+    /// Builds the RocksDB batch of the state delta ahead of [`CheckpointJob::write`].
+    pub fn stage(&self) -> Staged {
+        self.local.stage()
+    }
+
     /// Writes the checkpoint to RocksDB, with the changelog offset of its
     /// marker; the task then [`Task::checkpoint_written`].
-    pub fn write(self, changelog_offset: Option<i64>) -> Result<CheckpointReport, TaskError> {
+    pub fn write(self, changelog_offset: Option<i64>, staged: Option<Staged>) -> Result<CheckpointReport, TaskError> {
         let CheckpointJob { partition, mut checkpoint, snapshot, local } = self;
         checkpoint.changelog_offset = changelog_offset;
-        let stats = local.write(&checkpoint, &snapshot).map_err(|source| TaskError::State { partition, source })?;
+        let stats =
+            local.write(&checkpoint, &snapshot, staged).map_err(|source| TaskError::State { partition, source })?;
         Ok(CheckpointReport {
             partition,
             number: checkpoint.number,
