@@ -261,7 +261,7 @@ pub(crate) fn config_text(
 ) -> String {
     format!(
         "application.id = {:?}\nbootstrap.servers = {:?}\nprocessing.guarantee = {:?}\ncommit.interval.ms = {}\nstate.dir = {:?}\n\
-         [processor]\nmodule = {:?}\ninputs = [{input:?}]\noutputs = [{output:?}]\n{}",
+         [processor]\nmodule = {:?}\ninputs = [{input:?}]\noutputs = [{output:?}]\n",
         unique(module),
         args.bootstrap,
         guarantee,
@@ -269,7 +269,6 @@ pub(crate) fn config_text(
         state.display().to_string(),
         // Absolute: a config file's relative paths are relative to the file.
         std::path::absolute(args.guests.join(format!("{module}.wasm"))).unwrap_or_default().display().to_string(),
-        std::env::var("XEXTRA").unwrap_or_default().replace("\\n", "\n"),
     )
 }
 
