@@ -486,3 +486,56 @@ fn wait(producer: &BaseProducer<DeliveryTracker>, done: impl Fn() -> bool) -> Re
     drain(producer, done)?;
     delivery_failure(producer).map_or(Ok(()), Err)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+    use super::*;
+
+    #[test]
+    fn changelog_entries_go_on_after_a_full_queue_each_once_in_order() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("cl", 2, 1).expect("topic");
+        let bootstrap = cluster.bootstrap_servers();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("m.wasm"), b"").expect("module file");
+        // A queue of 100 records, for 10,000: the batch is refused over and over.
+        let text = format!(
+            "application.id = \"t\"\nbootstrap.servers = \"{bootstrap}\"\n[processor]\nmodule = \"m.wasm\"\n\
+             inputs = [\"in\"]\noutputs = [\"out\"]\n[kafka.producer]\n\"queue.buffering.max.messages\" = \"100\"\n"
+        );
+        let config = crate::config::parse(&text, None, dir.path(), &[]).expect("config");
+        let sink = Sink::new(&config, None).expect("sink");
+        let mut writer = sink.changelog_writer();
+        let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..10_000)
+            .map(|i| (format!("k{i}").into_bytes(), (i % 7 != 0).then(|| i.to_string().into_bytes())))
+            .collect();
+        writer
+            .send_changelog_entries("cl", 1, b"s/", entries.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))
+            .expect("send");
+        writer.wait_changelog().expect("every record acknowledged");
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "reader")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("cl", 1, Offset::Beginning).expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let mut read = Vec::new();
+        while read.len() < entries.len() {
+            let m = consumer.poll(Duration::from_secs(10)).expect("a record within 10 s").expect("no error");
+            read.push((m.key().map(<[u8]>::to_vec).unwrap_or_default(), m.payload().map(<[u8]>::to_vec)));
+        }
+        let expected: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            entries.iter().map(|(k, v)| ([&b"s/"[..], k].concat(), v.clone())).collect();
+        assert_eq!(read, expected);
+        assert!(consumer.poll(Duration::from_millis(500)).is_none(), "nothing more");
+    }
+}
