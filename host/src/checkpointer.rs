@@ -101,21 +101,29 @@ impl Checkpointer {
     }
 }
 
+/// State entries in a round from which its RocksDB batches are built on a
+/// thread of their own while the changelog is sent.
+const STAGE_APART: usize = 50_000;
+
 fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointReport>, TaskError> {
     match round {
         Round::AtLeastOnce { cut, changelog, jobs } => {
             let started = Instant::now();
             // A delta without its marker is a torn checkpoint, which a restore
             // ignores and repairs: it may go before the outputs are in. The
-            // RocksDB batches are built beside it, on another thread (a 1M-key
-            // checkpoint: 0.5–0.9 s of sends, 0.2–0.3 s to build its batch).
+            // RocksDB batches of a large round are built beside it, on another
+            // thread (a 1M-key checkpoint: 0.5–0.9 s of sends, 0.2–0.3 s to
+            // build its batch); a small one's at the write.
+            let large = jobs.iter().map(CheckpointJob::entries).sum::<usize>() >= STAGE_APART;
             let (sent, staged) = std::thread::scope(|s| {
-                let staging = std::thread::Builder::new()
-                    .name("checkpoint-batch".into())
-                    .spawn_scoped(s, || jobs.iter().map(CheckpointJob::stage).collect::<Vec<_>>());
+                let staging = large.then(|| {
+                    std::thread::Builder::new()
+                        .name("checkpoint-batch".into())
+                        .spawn_scoped(s, || jobs.iter().map(CheckpointJob::stage).collect::<Vec<_>>())
+                });
                 let sent = jobs.iter().try_for_each(|job| job.send_delta(writer, &changelog));
                 // If the thread cannot be had, the batches are built at the write.
-                (sent, staging.ok().and_then(|t| t.join().ok()))
+                (sent, staging.and_then(Result::ok).and_then(|t| t.join().ok()))
             });
             sent?;
             let mut staged = staged.map(Vec::into_iter);

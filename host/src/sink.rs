@@ -201,6 +201,10 @@ pub trait ChangelogSend {
         key_prefix: &[u8],
         entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     ) -> Result<(), SinkError> {
+        let mut entries = entries.peekable();
+        if entries.peek().is_none() {
+            return Ok(());
+        }
         let producer = self.changelog_producer()?;
         let failed = |source| {
             let _ = drain(producer, || producer.in_flight_count() == 0);
@@ -209,7 +213,6 @@ pub trait ChangelogSend {
         let handle = batch::TopicHandle::new(producer, topic).map_err(failed)?;
         let mut keys = Vec::new();
         let mut chunk = Vec::with_capacity(CHANGELOG_CHUNK);
-        let mut entries = entries.peekable();
         while entries.peek().is_some() {
             keys.clear();
             chunk.clear();

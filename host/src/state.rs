@@ -485,6 +485,11 @@ impl std::fmt::Debug for LocalCommit {
 }
 
 impl LocalCommit {
+    /// How many state entries the checkpoint has.
+    pub fn entries(&self) -> usize {
+        self.delta.len()
+    }
+
     /// The checkpoint's state entries (`None`: deleted), in no particular
     /// order: what it appends to the changelog.
     pub fn delta(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {

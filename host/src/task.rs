@@ -101,6 +101,11 @@ impl CheckpointJob {
         write_snapshot_and_marker(sink, topic, self.partition, &self.snapshot, &self.checkpoint)
     }
 
+    /// How many state entries the checkpoint has.
+    pub fn entries(&self) -> usize {
+        self.local.entries()
+    }
+
     /// Builds the RocksDB batch of the state delta ahead of [`CheckpointJob::write`].
     pub fn stage(&self) -> Staged {
         self.local.stage()
