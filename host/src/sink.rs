@@ -22,9 +22,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 
 use crate::config::Config;
 use crate::kafka::{ClientLog, SetIfAbsent, client_config};
+use wasmstream_sdk::packed::OutputRef;
 
 mod batch;
-use wasmstream_sdk::packed::OutputRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
