@@ -206,10 +206,7 @@ pub trait ChangelogSend {
             return Ok(());
         }
         let producer = self.changelog_producer()?;
-        let failed = |source| {
-            let _ = drain(producer, || producer.in_flight_count() == 0);
-            delivery_failure(producer).unwrap_or(SinkError::Send { topic: topic.to_string(), source })
-        };
+        let failed = |source| refused(producer, topic, source);
         let handle = batch::TopicHandle::new(producer, topic).map_err(failed)?;
         let mut keys = Vec::new();
         let mut chunk = Vec::with_capacity(CHANGELOG_CHUNK);
@@ -223,7 +220,7 @@ pub trait ChangelogSend {
                 chunk.push((start..keys.len(), v));
             }
             let records = chunk.iter().map(|(key, v)| (&keys[key.clone()], *v));
-            batch::produce(producer, &handle, partition, records, OPAQUE_CHANGELOG).map_err(failed)?;
+            batch::produce(producer, &handle, partition, records).map_err(failed)?;
         }
         Ok(())
     }
@@ -441,16 +438,17 @@ fn enqueue(
                 record = r;
                 producer.poll(Duration::from_millis(5));
             }
-            // A transaction refuses new records once one of its records
-            // failed: that failure is the cause worth naming.
-            Err((source, r)) => {
-                let _ = drain(producer, || producer.in_flight_count() == 0);
-                return Err(
-                    delivery_failure(producer).unwrap_or(SinkError::Send { topic: r.topic.to_string(), source })
-                );
-            }
+            Err((source, r)) => return Err(refused(producer, r.topic, source)),
         }
     }
+}
+
+/// Why librdkafka refused a record for `topic` with `source`: a transaction
+/// refuses new records once one of its records failed, and that failure
+/// (once every record in flight is answered) is the cause worth naming.
+fn refused(producer: &BaseProducer<DeliveryTracker>, topic: &str, source: KafkaError) -> SinkError {
+    let _ = drain(producer, || producer.in_flight_count() == 0);
+    delivery_failure(producer).unwrap_or(SinkError::Send { topic: topic.to_string(), source })
 }
 
 /// The delivery failures seen since the last abort, if any.

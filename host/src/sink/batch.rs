@@ -16,7 +16,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaRespErr;
 
-use super::DeliveryTracker;
+use super::{DeliveryTracker, OPAQUE_CHANGELOG};
 
 /// An application reference to a topic (`rd_kafka_topic_t`), released on drop.
 pub struct TopicHandle(*mut rd::rd_kafka_topic_t);
@@ -39,16 +39,15 @@ impl Drop for TopicHandle {
     }
 }
 
-/// Queues `records` (key, value) for `partition` of `topic`, copied, each
-/// with `opaque` for its delivery report; counts them in the tracker's
-/// `changelog_sent` before they can be answered. While librdkafka's queue is
+/// Queues changelog `records` (key, value) for `partition` of `topic`,
+/// copied; counts them in the tracker's `changelog_sent` before they can be
+/// answered. While librdkafka's queue is
 /// full it serves delivery reports and goes on from the first refused record.
 pub fn produce<'a>(
     producer: &BaseProducer<DeliveryTracker>,
     topic: &TopicHandle,
     partition: i32,
     records: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
-    opaque: usize,
 ) -> Result<(), KafkaError> {
     let mut messages: Vec<rd::rd_kafka_message_t> = records
         .map(|(key, value)| rd::rd_kafka_message_t {
@@ -61,7 +60,7 @@ pub fn produce<'a>(
             key: key.as_ptr().cast_mut().cast::<c_void>(),
             key_len: key.len(),
             offset: 0,
-            _private: opaque as *mut c_void,
+            _private: OPAQUE_CHANGELOG as *mut c_void,
         })
         .collect();
     let sent = &producer.context().changelog_sent;
