@@ -213,8 +213,8 @@ impl Task {
     fn resume(env: &TaskEnv, partition: i32, mut instance: Instance, restored: &Restored) -> Result<Task, TaskError> {
         let (positions, checkpoint_number) = match &restored.checkpoint {
             Some(c) => {
-                let same_module = c.module_digest == env.module.digest;
-                if !same_module {
+                let origin = origin(&c.module_digest, &env.module);
+                if !origin.same_module {
                     tracing::info!(
                         "task {partition}: checkpoint {} was written by module {}; restoring it into {} (restore is told, to migrate the snapshot)",
                         c.number,
@@ -222,7 +222,6 @@ impl Task {
                         short(&env.module.digest)
                     );
                 }
-                let origin = SnapshotOrigin { module_digest: c.module_digest.clone(), same_module };
                 instance
                     .restore(&restored.snapshot, &origin)
                     .map_err(|source| TaskError::Restore { partition, source })?;
@@ -267,9 +266,8 @@ impl Task {
         let mut task = self;
         let partition = task.partition;
         let store = task.instance.into_store();
-        let origin = SnapshotOrigin { module_digest: from.digest.clone(), same_module: from.digest == to.digest };
         let tried = match to.try_instantiate(store, label(env, partition), &env.guest_config) {
-            Ok(mut instance) => match instance.restore(snapshot, &origin) {
+            Ok(mut instance) => match instance.restore(snapshot, &origin(&from.digest, to)) {
                 Ok(()) => Ok(instance),
                 Err(e) => Err((e, instance.into_store())),
             },
@@ -545,9 +543,16 @@ fn reinstate(
     let mut instance = module
         .instantiate(store, label(env, partition), &env.guest_config)
         .map_err(|source| TaskError::Guest { partition, source })?;
-    let origin = SnapshotOrigin { module_digest: written_by.to_string(), same_module: written_by == module.digest };
-    instance.restore(snapshot, &origin).map_err(|source| TaskError::Restore { partition, source })?;
+    instance
+        .restore(snapshot, &origin(written_by, module))
+        .map_err(|source| TaskError::Restore { partition, source })?;
     Ok(instance)
+}
+
+/// What `restore` is told of a snapshot the module `written_by` took, when
+/// `module` restores it.
+fn origin(written_by: &str, module: &Module) -> SnapshotOrigin {
+    SnapshotOrigin { module_digest: written_by.to_string(), same_module: written_by == module.digest }
 }
 
 fn write_snapshot_and_marker(
