@@ -69,6 +69,17 @@ fn wait_for_outputs(app: &App, n: usize, host: &mut HostProcess) {
     }
 }
 
+/// Stops the feeder, waits until every input record is checkpointed and
+/// stops the host gracefully: the whole input, and the host's log.
+fn stop_at_end_of_input(app: &App, feeder: Feeder, host: HostProcess) -> (Vec<Rec>, String) {
+    feeder.stop();
+    let input = read_all(&app.input);
+    wait_until_checkpointed_to_end(app, &input, Duration::from_secs(120));
+    let (status, log) = host.stop();
+    assert!(status.success(), "{status}\n{log}");
+    (input, log)
+}
+
 /// Checks the outputs against the input: each input record has exactly one
 /// output, its partition's outputs are in offset order with the count going
 /// 1, 2, 3... across versions, and v1's come before v2's. Returns per
@@ -143,11 +154,7 @@ fn swap_under_load(guarantee: &str) {
     assert!(said.contains("swapped: every task runs"), "{said}");
     // More input for v2, then everything up to the end of the input.
     std::thread::sleep(Duration::from_secs(2));
-    feeder.stop();
-    let input = read_all(&app.input);
-    wait_until_checkpointed_to_end(&app, &input, Duration::from_secs(120));
-    let (status, log) = host.stop();
-    assert!(status.success(), "{status}\n{log}");
+    let (input, log) = stop_at_end_of_input(&app, feeder, host);
     for line in ["hot swap requested", "hot swap: loaded", "processing paused", "hot swap completed"] {
         assert!(log.contains(line), "no {line:?} in the log:\n{log}");
     }
@@ -204,11 +211,7 @@ fn failed_swaps_leave_v1_running_with_nothing_lost_or_repeated() {
         // v1 goes on processing.
         wait_for_outputs(&app, before + 20, &mut host);
     }
-    feeder.stop();
-    let input = read_all(&app.input);
-    wait_until_checkpointed_to_end(&app, &input, Duration::from_secs(120));
-    let (status, log) = host.stop();
-    assert!(status.success(), "{status}\n{log}");
+    let (input, log) = stop_at_end_of_input(&app, feeder, host);
     assert_eq!(log.matches("hot swap rolled back").count(), 4, "{log}");
 
     let versions = assert_each_record_once_in_order(&input, &read_all(&app.output));
@@ -238,11 +241,7 @@ fn processor_watch_swaps_in_a_module_renamed_over_the_configured_one() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(1));
-    feeder.stop();
-    let input = read_all(&app.input);
-    wait_until_checkpointed_to_end(&app, &input, Duration::from_secs(120));
-    let (status, log) = host.stop();
-    assert!(status.success(), "{status}\n{log}");
+    let (input, log) = stop_at_end_of_input(&app, feeder, host);
     assert!(log.contains("processor.watch: "), "{log}");
     let versions = assert_each_record_once_in_order(&input, &read_all(&app.output));
     assert!(versions.values().any(|(_, v2)| *v2 > 0), "v2 ran: {versions:?}");
