@@ -121,10 +121,10 @@ impl state::Host for TaskData {
         self.store.get(&key).map_err(state_trap)
     }
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.store.put(key, value).map_err(state_trap)
+        self.store.put(&key, &value).map_err(state_trap)
     }
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
-        self.store.delete(key).map_err(state_trap)
+        self.store.delete(&key).map_err(state_trap)
     }
     fn scan_prefix(&mut self, prefix: Vec<u8>, limit: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.store.scan_prefix(&prefix, limit).map_err(state_trap)
@@ -370,11 +370,11 @@ impl wasmstream_sdk::State for NativeState<'_> {
         self.keep(r)
     }
     fn put(&mut self, key: &[u8], value: &[u8]) {
-        let r = self.store.put(key.to_vec(), value.to_vec());
+        let r = self.store.put(key, value);
         self.keep(r)
     }
     fn delete(&mut self, key: &[u8]) {
-        let r = self.store.delete(key.to_vec());
+        let r = self.store.delete(key);
         self.keep(r)
     }
     fn scan_prefix(&mut self, prefix: &[u8], limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {

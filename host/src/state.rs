@@ -11,22 +11,19 @@
 //! `processing.guarantee = none` there is no cache: writes go straight through.
 //! It does not decide *when* to checkpoint (that is `task`) nor talk to Kafka.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-/// The write-back cache's map: foldhash, not SipHash (the cache is hashed
-/// twice per state update; callgrind: SipHash was ~370 instructions of it).
-type Cache = HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, FlushOptions, IteratorMode, Options};
 
 use crate::checkpoint::Checkpoint;
 
 mod batch;
+mod cache;
 
 pub use batch::Staged;
 use batch::write_checkpoint;
+use cache::Cache;
 
 const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
@@ -88,9 +85,8 @@ pub struct CommitStats {
 pub struct TaskStore {
     db: Arc<DB>,
     path: PathBuf,
-    /// Dirty entries since the last checkpoint; `None` is a delete.
+    /// Dirty entries since the last checkpoint.
     cache: Cache,
-    cache_bytes: usize,
     /// The entries of the checkpoint being written (see [`TaskStore::freeze`]).
     frozen: Option<Arc<Cache>>,
     write_through: bool,
@@ -122,7 +118,6 @@ impl TaskStore {
             db,
             path: path.to_path_buf(),
             cache: Cache::default(),
-            cache_bytes: 0,
             frozen: None,
             write_through,
         };
@@ -139,7 +134,6 @@ impl TaskStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
             cache: Cache::default(),
-            cache_bytes: 0,
             frozen: None,
             // Never written, so nothing to flush when it closes.
             write_through: true,
@@ -179,48 +173,35 @@ impl TaskStore {
     }
 
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(v) = self.cache.get(key) {
-            return Ok(v.clone());
-        }
-        if let Some(v) = self.frozen.as_ref().and_then(|f| f.get(key)) {
-            return Ok(v.clone());
+        if let Some(v) = self.cache.get(key).or_else(|| self.frozen.as_ref().and_then(|f| f.get(key))) {
+            return Ok(v.map(<[u8]>::to_vec));
         }
         self.db.get_cf(self.cf(CF_STATE), key).map_err(|e| self.rocks(e))
     }
 
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         if self.write_through {
             return self.db.put_cf(self.cf(CF_STATE), key, value).map_err(|e| self.rocks(e));
         }
-        self.cache_insert(key, Some(value));
+        self.cache.insert(key, Some(value));
         Ok(())
     }
 
-    pub fn delete(&mut self, key: Vec<u8>) -> Result<(), StateError> {
+    pub fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
         if self.write_through {
             return self.db.delete_cf(self.cf(CF_STATE), key).map_err(|e| self.rocks(e));
         }
-        self.cache_insert(key, None);
+        self.cache.insert(key, None);
         Ok(())
-    }
-
-    fn cache_insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let size = |klen: usize, v: &Option<Vec<u8>>| entry_bytes(klen, v.as_ref().map_or(0, Vec::len));
-        let klen = key.len();
-        self.cache_bytes += size(klen, &value);
-        if let Some(old) = self.cache.insert(key, value) {
-            self.cache_bytes -= size(klen, &old);
-        }
     }
 
     /// Entries under `prefix` in key order, the cache merged over RocksDB.
     pub fn scan_prefix(&mut self, prefix: &[u8], limit: u32) -> Result<Entries, StateError> {
         let limit = if limit == 0 { usize::MAX } else { limit as usize };
-        let mut dirty: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
-            self.cache.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
+        let mut dirty: Vec<(&[u8], Option<&[u8]>)> =
+            self.cache.entries().filter(|(k, _)| k.starts_with(prefix)).collect();
         if let Some(frozen) = &self.frozen {
-            let shadowed = |k: &Vec<u8>| self.cache.contains_key(k);
-            dirty.extend(frozen.iter().filter(|(k, _)| k.starts_with(prefix) && !shadowed(k)));
+            dirty.extend(frozen.entries().filter(|(k, _)| k.starts_with(prefix) && !self.cache.contains(k)));
         }
         if dirty.is_empty() {
             return self.scan_db(prefix, limit);
@@ -239,15 +220,15 @@ impl TaskStore {
                 (None, None) => break,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some((dk, _)), Some((ck, _))) => dk.as_slice() <= &ck[..],
+                (Some((dk, _)), Some((ck, _))) => *dk <= &ck[..],
             };
             if take_dirty {
                 let Some((k, v)) = dirty.next() else { break };
-                if next_clean.as_ref().is_some_and(|(ck, _)| &ck[..] == k.as_slice()) {
+                if next_clean.as_ref().is_some_and(|(ck, _)| &ck[..] == k) {
                     next_clean = clean.next(); // shadowed by the cache
                 }
                 if let Some(v) = v {
-                    out.push((k.clone(), v.clone()));
+                    out.push((k.to_vec(), v.to_vec()));
                 }
             } else if let Some((k, v)) = next_clean.take() {
                 out.push((k.into_vec(), v.into_vec()));
@@ -272,7 +253,7 @@ impl TaskStore {
 
     /// Approximate bytes of dirty state since the last checkpoint.
     pub fn dirty_bytes(&self) -> usize {
-        self.cache_bytes
+        self.cache.bytes()
     }
 
     /// Writes the dirty entries, `checkpoint` and `snapshot` in one atomic batch,
@@ -290,15 +271,17 @@ impl TaskStore {
     /// previous one must be released.
     pub fn freeze(&mut self) -> LocalCommit {
         assert!(self.frozen.is_none(), "{}: a checkpoint is still being written", self.path.display());
-        let delta = Arc::new(std::mem::take(&mut self.cache));
-        self.cache_bytes = 0;
+        // The next interval's cache sized like this one's: no rehashing and
+        // arena growth for a steady load.
+        let next = Cache::with_capacity(self.cache.len(), self.cache.arena_len());
+        let delta = Arc::new(std::mem::replace(&mut self.cache, next));
         self.frozen = Some(Arc::clone(&delta));
         LocalCommit { db: Arc::clone(&self.db), path: self.path.clone(), delta }
     }
 
     /// Ends a checkpoint whose [`LocalCommit`] was written (or abandoned):
     /// reads go to RocksDB again for its entries, which the caller may free
-    /// on another thread (two allocations per entry).
+    /// on another thread.
     pub fn release(&mut self) -> Released {
         Released(self.frozen.take())
     }
@@ -328,7 +311,6 @@ impl TaskStore {
     /// write-through (`processing.guarantee = none`) there is nothing to forget.
     pub fn discard_since_cut(&mut self) {
         self.cache.clear();
-        self.cache_bytes = 0;
     }
 
     /// Writes the memtables to table files, so that the next open need not
@@ -376,10 +358,10 @@ impl LocalCommit {
         self.delta.len()
     }
 
-    /// The checkpoint's state entries (`None`: deleted), in no particular
-    /// order: what it appends to the changelog.
+    /// The checkpoint's state entries (`None`: deleted), in the order they
+    /// were first written: what it appends to the changelog.
     pub fn delta(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        self.delta.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+        self.delta.entries()
     }
 
     /// Builds the RocksDB batch of the entries, in key order (on any thread:
@@ -414,15 +396,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, r) = TaskStore::open(dir.path(), false).expect("open");
         assert!(r.checkpoint.is_none());
-        s.put(b"a".to_vec(), b"1".to_vec()).expect("put");
+        s.put(b"a", b"1").expect("put");
         assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
         drop(s); // crash before a checkpoint
         let (mut s, r) = TaskStore::open(dir.path(), false).expect("reopen");
         assert!(r.checkpoint.is_none());
         assert_eq!(s.get(b"a").expect("get"), None);
-        s.put(b"a".to_vec(), b"2".to_vec()).expect("put");
+        s.put(b"a", b"2").expect("put");
         s.commit(&ckpt(1), b"snap").expect("commit");
-        s.delete(b"a".to_vec()).expect("delete");
+        s.delete(b"a").expect("delete");
         assert_eq!(s.get(b"a").expect("get"), None);
         drop(s);
         let (mut s, r) = TaskStore::open(dir.path(), false).expect("reopen");
@@ -436,12 +418,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
         for k in ["p/1", "p/3", "p/5", "q/1"] {
-            s.put(k.into(), b"db".to_vec()).expect("put");
+            s.put(k.as_bytes(), b"db").expect("put");
         }
         s.commit(&ckpt(1), b"").expect("commit");
-        s.put(b"p/2".to_vec(), b"c".to_vec()).expect("put");
-        s.put(b"p/3".to_vec(), b"c".to_vec()).expect("put");
-        s.delete(b"p/5".to_vec()).expect("delete");
+        s.put(b"p/2", b"c").expect("put");
+        s.put(b"p/3", b"c").expect("put");
+        s.delete(b"p/5").expect("delete");
         let all: Vec<(String, String)> = s
             .scan_prefix(b"p/", 0)
             .expect("scan")
@@ -462,10 +444,10 @@ mod tests {
         assert_eq!(s.get(b"a").expect("get"), Some(b"2".to_vec()));
         assert_eq!(s.get(b"b").expect("get"), None);
         // A checkpoint being written: its entries are read under newer writes.
-        s.put(b"a".to_vec(), b"3".to_vec()).expect("put");
-        s.put(b"c".to_vec(), b"3".to_vec()).expect("put");
+        s.put(b"a", b"3").expect("put");
+        s.put(b"c", b"3").expect("put");
         let local = s.freeze();
-        s.put(b"c".to_vec(), b"4".to_vec()).expect("put");
+        s.put(b"c", b"4").expect("put");
         assert_eq!(s.get(b"a").expect("get"), Some(b"3".to_vec()));
         assert_eq!(s.get(b"c").expect("get"), Some(b"4".to_vec()));
         let keys = |s: &mut TaskStore| s.scan_prefix(b"", 0).expect("scan");
@@ -483,7 +465,7 @@ mod tests {
     fn write_through_writes_immediately() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = TaskStore::open(dir.path(), true).expect("open");
-        s.put(b"a".to_vec(), b"1".to_vec()).expect("put");
+        s.put(b"a", b"1").expect("put");
         drop(s);
         let (mut s, _) = TaskStore::open(dir.path(), true).expect("reopen");
         assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
@@ -493,9 +475,9 @@ mod tests {
     fn dirty_bytes_tracks_overwrites() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
-        s.put(b"k".to_vec(), vec![0; 100]).expect("put");
+        s.put(b"k", &[0; 100]).expect("put");
         let one = s.dirty_bytes();
-        s.put(b"k".to_vec(), vec![0; 100]).expect("put");
+        s.put(b"k", &[0; 100]).expect("put");
         assert_eq!(s.dirty_bytes(), one);
         s.commit(&ckpt(1), b"").expect("commit");
         assert_eq!(s.dirty_bytes(), 0);

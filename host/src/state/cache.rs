@@ -1,0 +1,224 @@
+//! The write-back cache's storage: one interval's dirty entries in one
+//! append-only byte arena, found through a hash table of arena positions.
+//!
+//! A put appends a record `[key len][value room][value len][key][value]`
+//! (three little-endian `u32`s) or, when the key is there already and the
+//! new value fits the record's room, rewrites the value in place (a counter
+//! never grows its record). A value that outgrows its room gets a new record
+//! and the old one is marked stale. The table holds each entry's hash with
+//! its position, so a lookup compares key bytes only on a full hash match.
+//!
+//! Before, the cache was a `HashMap<Vec<u8>, Option<Vec<u8>>>`: two heap
+//! allocations per dirty key, freed on the checkpoint thread, and a
+//! checkpoint's entries scattered over the heap for its changelog records and
+//! RocksDB batch to chase (see BENCHMARKS.md). [`Cache::entries`] now reads
+//! them in arena order.
+
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
+
+/// The value length of a deleted entry.
+const DELETED: u32 = u32::MAX;
+/// Flag in the key length of a record a later one replaced.
+const STALE: u32 = 1 << 31;
+const HEADER: usize = 12;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    at: usize,
+}
+
+fn u32_at(arena: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([arena[at], arena[at + 1], arena[at + 2], arena[at + 3]])
+}
+
+fn set_u32(arena: &mut [u8], at: usize, v: u32) {
+    arena[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The key of the record at `at`.
+fn key_at(arena: &[u8], at: usize) -> &[u8] {
+    let len = (u32_at(arena, at) & !STALE) as usize;
+    &arena[at + HEADER..at + HEADER + len]
+}
+
+/// The value of the record at `at` (`None`: deleted).
+fn value_at(arena: &[u8], at: usize) -> Option<&[u8]> {
+    let key_len = (u32_at(arena, at) & !STALE) as usize;
+    let len = u32_at(arena, at + 8);
+    let start = at + HEADER + key_len;
+    (len != DELETED).then(|| &arena[start..start + len as usize])
+}
+
+/// The length of a key or value as the record stores it. Keys and values
+/// come from Kafka records and guest memory (a 32-bit address space), so
+/// they are far below the limit.
+fn len32(n: usize, what: &str) -> u32 {
+    u32::try_from(n).ok().filter(|&n| n < STALE).unwrap_or_else(|| panic!("a state {what} of {n} bytes"))
+}
+
+#[derive(Default)]
+pub struct Cache {
+    arena: Vec<u8>,
+    table: HashTable<Slot>,
+    hasher: foldhash::fast::RandomState,
+    /// What the live entries count against `statestore.cache.max.bytes`.
+    bytes: usize,
+}
+
+impl Cache {
+    /// An empty cache with room for `entries` entries in `arena` bytes.
+    pub fn with_capacity(entries: usize, arena: usize) -> Cache {
+        Cache { arena: Vec::with_capacity(arena), table: HashTable::with_capacity(entries), ..Cache::default() }
+    }
+
+    /// Entries (keys) held.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Arena bytes used (a size hint for the next interval's cache).
+    pub fn arena_len(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// What the entries count against the cache limit ([`super::entry_bytes`] each).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// `None`: not in the cache; `Some(None)`: deleted in it.
+    pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        let hash = self.hasher.hash_one(key);
+        let slot = self.table.find(hash, |s| s.hash == hash && key_at(&self.arena, s.at) == key)?;
+        Some(value_at(&self.arena, slot.at))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key` to `value` (`None`: deleted).
+    pub fn insert(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let hash = self.hasher.hash_one(key);
+        let new_len = value.map_or(0, <[u8]>::len);
+        let arena = &mut self.arena;
+        match self.table.find_mut(hash, |s| s.hash == hash && key_at(arena, s.at) == key) {
+            Some(slot) => {
+                let at = slot.at;
+                let old_len = value_at(arena, at).map_or(0, <[u8]>::len);
+                self.bytes -= super::entry_bytes(key.len(), old_len);
+                let room = u32_at(arena, at + 4) as usize;
+                if new_len <= room {
+                    let start = at + HEADER + key.len();
+                    if let Some(v) = value {
+                        arena[start..start + v.len()].copy_from_slice(v);
+                    }
+                    set_u32(arena, at + 8, value.map_or(DELETED, |v| v.len() as u32));
+                } else {
+                    set_u32(arena, at, len32(key.len(), "key") | STALE);
+                    slot.at = append(arena, key, value);
+                }
+            }
+            None => {
+                let at = append(arena, key, value);
+                self.table.insert_unique(hash, Slot { hash, at }, |s| s.hash);
+            }
+        }
+        self.bytes += super::entry_bytes(key.len(), new_len);
+    }
+
+    /// The entries (`None`: deleted), in the order they were first written.
+    pub fn entries(&self) -> Entries<'_> {
+        Entries { arena: &self.arena, at: 0 }
+    }
+
+    /// Forgets every entry (keeping the memory).
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.table.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Appends a record and returns its position.
+fn append(arena: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) -> usize {
+    let at = arena.len();
+    let len = value.map_or(0, <[u8]>::len);
+    arena.extend_from_slice(&len32(key.len(), "key").to_le_bytes());
+    arena.extend_from_slice(&len32(len, "value").to_le_bytes());
+    arena.extend_from_slice(&value.map_or(DELETED, |v| v.len() as u32).to_le_bytes());
+    arena.extend_from_slice(key);
+    arena.extend_from_slice(value.unwrap_or_default());
+    at
+}
+
+/// The live records of an arena, in arena order.
+pub struct Entries<'a> {
+    arena: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.at < self.arena.len() {
+            let at = self.at;
+            let flagged = u32_at(self.arena, at);
+            let key_len = (flagged & !STALE) as usize;
+            self.at = at + HEADER + key_len + u32_at(self.arena, at + 4) as usize;
+            if flagged & STALE == 0 {
+                return Some((key_at(self.arena, at), value_at(self.arena, at)));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Random puts, overwrites (shorter, equal, longer values) and deletes
+    /// against a `HashMap`: lookups, the entries and the byte count agree.
+    #[test]
+    fn agrees_with_a_hash_map() {
+        let mut cache = Cache::default();
+        let mut model: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let r = next();
+            let key = format!("k{}", r % 500).into_bytes();
+            let value = (r % 7 != 0).then(|| vec![(r >> 8) as u8; ((r >> 16) % 40) as usize]);
+            cache.insert(&key, value.as_deref());
+            model.insert(key, value);
+            let probe = format!("k{}", next() % 600).into_bytes();
+            assert_eq!(cache.get(&probe), model.get(&probe).map(|v| v.as_deref()));
+        }
+        assert_eq!(cache.len(), model.len());
+        let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            cache.entries().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+        entries.sort();
+        let mut expected: Vec<_> = model.clone().into_iter().collect();
+        expected.sort();
+        assert_eq!(entries, expected);
+        let bytes: usize =
+            model.iter().map(|(k, v)| super::super::entry_bytes(k.len(), v.as_ref().map_or(0, Vec::len))).sum();
+        assert_eq!(cache.bytes(), bytes);
+        cache.clear();
+        assert_eq!((cache.len(), cache.bytes(), cache.entries().count()), (0, 0, 0));
+    }
+}
