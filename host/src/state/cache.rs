@@ -5,8 +5,10 @@
 //! (three little-endian `u32`s) or, when the key is there already and the
 //! new value fits the record's room, rewrites the value in place (a counter
 //! never grows its record). A value that outgrows its room gets a new record
-//! and the old one is marked stale. The table holds each entry's hash with
-//! its position, so a lookup compares key bytes only on a full hash match.
+//! with twice the room and the old one is marked stale, so a value that keeps
+//! growing leaves stale records of at most its own size in all. The table
+//! holds each entry's hash with its position, so a lookup compares key bytes
+//! only on a full hash match.
 //!
 //! Before, the cache was a `HashMap<Vec<u8>, Option<Vec<u8>>>`: two heap
 //! allocations per dirty key, freed on the checkpoint thread, and a
@@ -63,7 +65,8 @@ pub struct Cache {
     arena: Vec<u8>,
     table: HashTable<Slot>,
     hasher: foldhash::fast::RandomState,
-    /// What the live entries count against `statestore.cache.max.bytes`.
+    /// What the live entries count against `statestore.cache.max.bytes`
+    /// ([`super::entry_bytes`] each).
     bytes: usize,
 }
 
@@ -87,9 +90,10 @@ impl Cache {
         self.arena.len()
     }
 
-    /// What the entries count against the cache limit ([`super::entry_bytes`] each).
+    /// What the cache counts against its limit: the live entries'
+    /// [`super::entry_bytes`], or the arena if stale records made it larger.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes.max(self.arena.len())
     }
 
     /// `None`: not in the cache; `Some(None)`: deleted in it.
@@ -122,11 +126,11 @@ impl Cache {
                     set_u32(arena, at + 8, value.map_or(DELETED, |v| v.len() as u32));
                 } else {
                     set_u32(arena, at, len32(key.len(), "key") | STALE);
-                    slot.at = append(arena, key, value);
+                    slot.at = append(arena, key, value, new_len.max(2 * room));
                 }
             }
             None => {
-                let at = append(arena, key, value);
+                let at = append(arena, key, value, new_len);
                 self.table.insert_unique(hash, Slot { hash, at }, |s| s.hash);
             }
         }
@@ -146,15 +150,17 @@ impl Cache {
     }
 }
 
-/// Appends a record and returns its position.
-fn append(arena: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) -> usize {
+/// Appends a record with `room` bytes for its value and returns its position.
+fn append(arena: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>, room: usize) -> usize {
     let at = arena.len();
-    let len = value.map_or(0, <[u8]>::len);
+    let value = value.map(|v| (v, len32(v.len(), "value")));
     arena.extend_from_slice(&len32(key.len(), "key").to_le_bytes());
-    arena.extend_from_slice(&len32(len, "value").to_le_bytes());
-    arena.extend_from_slice(&value.map_or(DELETED, |v| v.len() as u32).to_le_bytes());
+    arena.extend_from_slice(&len32(room, "value").to_le_bytes());
+    arena.extend_from_slice(&value.map_or(DELETED, |(_, n)| n).to_le_bytes());
     arena.extend_from_slice(key);
-    arena.extend_from_slice(value.unwrap_or_default());
+    let v = value.map_or(&[][..], |(v, _)| v);
+    arena.extend_from_slice(v);
+    arena.resize(arena.len() + room - v.len(), 0);
     at
 }
 
@@ -217,8 +223,26 @@ mod tests {
         assert_eq!(entries, expected);
         let bytes: usize =
             model.iter().map(|(k, v)| super::super::entry_bytes(k.len(), v.as_ref().map_or(0, Vec::len))).sum();
-        assert_eq!(cache.bytes(), bytes);
+        assert_eq!(cache.bytes, bytes);
         cache.clear();
         assert_eq!((cache.len(), cache.bytes(), cache.entries().count()), (0, 0, 0));
+    }
+
+    /// A value rewritten 4,000 times, one byte longer each time: the stale
+    /// records it leaves stay within a small multiple of its size, and what
+    /// the cache counts against its limit covers the arena.
+    #[test]
+    fn a_growing_value_leaves_bounded_stale_records() {
+        let mut cache = Cache::default();
+        let mut value = Vec::new();
+        for i in 0..4000u32 {
+            value.push(i as u8);
+            cache.insert(b"list", Some(&value));
+            cache.insert(format!("other{}", i % 3).as_bytes(), Some(b"x"));
+        }
+        assert_eq!(cache.get(b"list"), Some(Some(&value[..])));
+        assert_eq!(cache.entries().count(), 4);
+        assert!(cache.arena.len() < 5 * value.len(), "arena {} bytes for a {}-byte value", cache.arena.len(), value.len());
+        assert!(cache.bytes() >= cache.arena.len());
     }
 }
