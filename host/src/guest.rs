@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config as EngineConfig, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, WasmList};
+use wasmtime::{Config as EngineConfig, Engine, Store, StoreContextMut, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::compiled::{CompileCache, Origin};
@@ -43,8 +43,8 @@ mod batch_bindings {
 }
 
 use batch_bindings::{BatchProcessor, BatchProcessorPre};
+use bindings::wasmstream::processor::log;
 pub use bindings::wasmstream::processor::types::{Header, InputRecord, OutputRecord, SnapshotOrigin};
-use bindings::wasmstream::processor::{log, state};
 use bindings::{Processor, ProcessorPre};
 use wasmstream_sdk::packed::{self, FormatError, InputBatch};
 
@@ -104,6 +104,8 @@ pub struct TaskData {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// A `put`'s key and value, copied out of guest memory (see [`add_state`]).
+    scratch: Vec<u8>,
 }
 
 impl WasiView for TaskData {
@@ -116,19 +118,35 @@ fn state_trap(e: StateError) -> wasmtime::Error {
     wasmtime::Error::msg(e.to_string())
 }
 
-impl state::Host for TaskData {
-    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.store.get(&key).map_err(state_trap)
-    }
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.store.put(&key, &value).map_err(state_trap)
-    }
-    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
-        self.store.delete(&key).map_err(state_trap)
-    }
-    fn scan_prefix(&mut self, prefix: Vec<u8>, limit: u32) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.store.scan_prefix(&prefix, limit).map_err(state_trap)
-    }
+/// The `state` interface, written out instead of bindgen's: bindgen's host
+/// functions take every `list<u8>` as a new `Vec` (an allocation, a copy and
+/// a free per key and value, three per get + put), these read keys in guest
+/// memory (`WasmList`) and copy a put's key and value into one reused buffer.
+fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
+    let mut state = linker.instance("wasmstream:processor/state@0.2.0")?;
+    state.func_wrap("get", |cx: StoreContextMut<'_, TaskData>, (key,): (WasmList<u8>,)| {
+        let value = cx.data().store.get(key.as_le_slice(&cx)).map_err(state_trap)?;
+        Ok((value,))
+    })?;
+    state.func_wrap("put", |mut cx: StoreContextMut<'_, TaskData>, (key, value): (WasmList<u8>, WasmList<u8>)| {
+        let mut scratch = std::mem::take(&mut cx.data_mut().scratch);
+        scratch.clear();
+        scratch.extend_from_slice(key.as_le_slice(&cx));
+        scratch.extend_from_slice(value.as_le_slice(&cx));
+        let data = cx.data_mut();
+        let put = data.store.put(&scratch[..key.len()], &scratch[key.len()..]);
+        data.scratch = scratch;
+        put.map_err(state_trap)
+    })?;
+    state.func_wrap("delete", |mut cx: StoreContextMut<'_, TaskData>, (key,): (WasmList<u8>,)| {
+        let key = key.as_le_slice(&cx).to_vec();
+        cx.data_mut().store.delete(&key).map_err(state_trap)
+    })?;
+    state.func_wrap("scan-prefix", |cx: StoreContextMut<'_, TaskData>, (prefix, limit): (WasmList<u8>, u32)| {
+        let entries = cx.data().store.scan_prefix(prefix.as_le_slice(&cx), limit).map_err(state_trap)?;
+        Ok((entries,))
+    })?;
+    Ok(())
 }
 
 impl log::Host for TaskData {
@@ -231,7 +249,8 @@ impl Module {
         let mut linker = Linker::<TaskData>::new(engine);
         let world = |e: wasmtime::Error| GuestError::World { path: path.to_path_buf(), message: describe(&e) };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| GuestError::Engine(describe(&e)))?;
-        Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |d| d).map_err(|e| GuestError::Engine(describe(&e)))?;
+        log::add_to_linker::<_, HasSelf<_>>(&mut linker, |d| d).map_err(|e| GuestError::Engine(describe(&e)))?;
+        add_state(&mut linker).map_err(|e| GuestError::Engine(describe(&e)))?;
         let pre = linker.instantiate_pre(&component).map_err(world)?;
         let pre = match BatchProcessorPre::new(pre.clone()) {
             Ok(batch) => Pre::Batch(batch),
@@ -296,6 +315,7 @@ impl Module {
             wasi,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(self.max_memory_bytes).instances(MAX_CORE_INSTANCES).build(),
+            scratch: Vec::new(),
         };
         let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);

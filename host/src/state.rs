@@ -114,13 +114,7 @@ impl TaskStore {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let cfs = [CF_STATE, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?);
-        let store = TaskStore {
-            db,
-            path: path.to_path_buf(),
-            cache: Cache::default(),
-            frozen: None,
-            write_through,
-        };
+        let store = TaskStore { db, path: path.to_path_buf(), cache: Cache::default(), frozen: None, write_through };
         let restored = store.read_checkpoint()?;
         Ok((store, restored))
     }
@@ -172,7 +166,7 @@ impl TaskStore {
         Ok(Restored { checkpoint: Some(checkpoint), snapshot })
     }
 
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(v) = self.cache.get(key).or_else(|| self.frozen.as_ref().and_then(|f| f.get(key))) {
             return Ok(v.map(<[u8]>::to_vec));
         }
@@ -196,7 +190,7 @@ impl TaskStore {
     }
 
     /// Entries under `prefix` in key order, the cache merged over RocksDB.
-    pub fn scan_prefix(&mut self, prefix: &[u8], limit: u32) -> Result<Entries, StateError> {
+    pub fn scan_prefix(&self, prefix: &[u8], limit: u32) -> Result<Entries, StateError> {
         let limit = if limit == 0 { usize::MAX } else { limit as usize };
         let mut dirty: Vec<(&[u8], Option<&[u8]>)> =
             self.cache.entries().filter(|(k, _)| k.starts_with(prefix)).collect();
@@ -407,7 +401,7 @@ mod tests {
         s.delete(b"a").expect("delete");
         assert_eq!(s.get(b"a").expect("get"), None);
         drop(s);
-        let (mut s, r) = TaskStore::open(dir.path(), false).expect("reopen");
+        let (s, r) = TaskStore::open(dir.path(), false).expect("reopen");
         assert_eq!(r.checkpoint.map(|c| c.number), Some(1));
         assert_eq!(r.snapshot, b"snap");
         assert_eq!(s.get(b"a").expect("get"), Some(b"2".to_vec()));
@@ -450,8 +444,8 @@ mod tests {
         s.put(b"c", b"4").expect("put");
         assert_eq!(s.get(b"a").expect("get"), Some(b"3".to_vec()));
         assert_eq!(s.get(b"c").expect("get"), Some(b"4".to_vec()));
-        let keys = |s: &mut TaskStore| s.scan_prefix(b"", 0).expect("scan");
-        assert_eq!(keys(&mut s), [(b"a".to_vec(), b"3".to_vec()), (b"c".to_vec(), b"4".to_vec())]);
+        let keys = |s: &TaskStore| s.scan_prefix(b"", 0).expect("scan");
+        assert_eq!(keys(&s), [(b"a".to_vec(), b"3".to_vec()), (b"c".to_vec(), b"4".to_vec())]);
         let stats = local.write(&ckpt(2), b"", Some(local.stage())).expect("write");
         assert_eq!((stats.keys_written, stats.keys_deleted), (2, 0));
         s.release();
@@ -467,7 +461,7 @@ mod tests {
         let (mut s, _) = TaskStore::open(dir.path(), true).expect("open");
         s.put(b"a", b"1").expect("put");
         drop(s);
-        let (mut s, _) = TaskStore::open(dir.path(), true).expect("reopen");
+        let (s, _) = TaskStore::open(dir.path(), true).expect("reopen");
         assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
     }
 

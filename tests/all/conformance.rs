@@ -422,3 +422,33 @@ fn every_orders_router_validates_enriches_and_routes_alike() {
         }
     }
 }
+
+/// Every `state` import as a guest calls it (the typed guest: raw WIT, no
+/// SDK, one import call per operation): puts, a delete, gets and prefix
+/// scans, over entries in RocksDB (a checkpoint written) and newer ones in
+/// the write-back cache that shadow or delete them.
+#[test]
+fn the_state_imports_put_get_delete_and_scan_as_a_guest_calls_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut i = instance("typed_guest", dir.path(), &[]).expect("instantiate the typed guest");
+    let ops = |i: &mut Instance, ops: &[&str]| -> Vec<(String, String)> {
+        let inputs: Vec<In> = ops
+            .iter()
+            .map(|op| In { key: Some(b"!state".to_vec()), value: Some(op.as_bytes().to_vec()), ..In::default() })
+            .collect();
+        let (outs, failure) = run(i, 0, &inputs);
+        assert!(failure.is_none(), "{failure:?}");
+        let text = |b: Option<Vec<u8>>| String::from_utf8(b.expect("present")).expect("UTF-8");
+        outs.into_iter().map(|o| (text(o.key), text(o.value))).collect()
+    };
+    ops(&mut i, &["put a=1", "put ab=2", "put b=3", "put c=5"]);
+    let local = i.store().freeze();
+    local
+        .write(&wasmstream::checkpoint::Checkpoint::new(1, Default::default(), String::new()), b"", None)
+        .expect("write");
+    drop(i.store().release());
+    let got =
+        ops(&mut i, &["put ac=4", "delete ab", "put b=33", "delete c", "get a", "get ab", "get b", "scan a", "scan "]);
+    let expected = [("a", "1"), ("b", "33"), ("a", "1"), ("ac", "4"), ("a", "1"), ("ac", "4"), ("b", "33")];
+    assert_eq!(got, expected.map(|(k, v)| (k.to_string(), v.to_string())));
+}

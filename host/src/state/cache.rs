@@ -242,7 +242,12 @@ mod tests {
         }
         assert_eq!(cache.get(b"list"), Some(Some(&value[..])));
         assert_eq!(cache.entries().count(), 4);
-        assert!(cache.arena.len() < 5 * value.len(), "arena {} bytes for a {}-byte value", cache.arena.len(), value.len());
+        assert!(
+            cache.arena.len() < 5 * value.len(),
+            "arena {} bytes for a {}-byte value",
+            cache.arena.len(),
+            value.len()
+        );
         assert!(cache.bytes() >= cache.arena.len());
     }
 }

@@ -8,6 +8,11 @@
 //! may: `[processor.config] init-put = "key=value"` puts that entry in
 //! `init`, and `migrate-put = "key=value"` puts it in `restore` when the
 //! snapshot came from another module (a migration).
+//!
+//! And it drives every `state` import from records keyed `!state`: the
+//! value `put k=v`, `delete k`, `get k` (an output `k` → value, none if
+//! absent) or `scan p` (one output per entry under prefix `p`), so a test can
+//! call them as a guest does.
 #![cfg(target_arch = "wasm32")]
 
 use std::cell::RefCell;
@@ -41,6 +46,9 @@ impl Guest for Typed {
     }
 
     fn process(input: InputRecord) -> Result<Vec<OutputRecord>, String> {
+        if input.key.as_deref() == Some(b"!state") {
+            return state_op(input.value.as_deref().unwrap_or_default());
+        }
         Ok(vec![OutputRecord {
             topic: None,
             key: input.key,
@@ -59,6 +67,30 @@ impl Guest for Typed {
             Some(entry) if !origin.same_module => put(&entry),
             _ => Ok(()),
         }
+    }
+}
+
+/// One `!state` record: `put k=v`, `delete k` or `scan p`.
+fn state_op(op: &[u8]) -> Result<Vec<OutputRecord>, String> {
+    let op = std::str::from_utf8(op).map_err(|e| e.to_string())?;
+    let output = |key: Vec<u8>, value: Vec<u8>| OutputRecord {
+        topic: None,
+        key: Some(key),
+        value: Some(value),
+        headers: Vec::new(),
+        timestamp: None,
+    };
+    match op.split_once(' ') {
+        Some(("put", entry)) => put(entry).map(|()| Vec::new()),
+        Some(("delete", key)) => {
+            state::delete(key.as_bytes());
+            Ok(Vec::new())
+        }
+        Some(("get", key)) => Ok(state::get(key.as_bytes()).map(|v| output(key.into(), v)).into_iter().collect()),
+        Some(("scan", prefix)) => {
+            Ok(state::scan_prefix(prefix.as_bytes(), 0).into_iter().map(|(k, v)| output(k, v)).collect())
+        }
+        _ => Err(format!("unknown state operation {op:?}")),
     }
 }
 
