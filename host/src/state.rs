@@ -265,10 +265,7 @@ impl TaskStore {
     /// previous one must be released.
     pub fn freeze(&mut self) -> LocalCommit {
         assert!(self.frozen.is_none(), "{}: a checkpoint is still being written", self.path.display());
-        // The next interval's cache sized like this one's: no rehashing and
-        // arena growth for a steady load.
-        let next = Cache::with_capacity(self.cache.len(), self.cache.arena_len());
-        let delta = Arc::new(std::mem::replace(&mut self.cache, next));
+        let delta = Arc::new(std::mem::take(&mut self.cache));
         self.frozen = Some(Arc::clone(&delta));
         LocalCommit { db: Arc::clone(&self.db), path: self.path.clone(), delta }
     }

@@ -71,11 +71,6 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// An empty cache with room for `entries` entries in `arena` bytes.
-    pub fn with_capacity(entries: usize, arena: usize) -> Cache {
-        Cache { arena: Vec::with_capacity(arena), table: HashTable::with_capacity(entries), ..Cache::default() }
-    }
-
     /// Entries (keys) held.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -83,11 +78,6 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
-    }
-
-    /// Arena bytes used (a size hint for the next interval's cache).
-    pub fn arena_len(&self) -> usize {
-        self.arena.len()
     }
 
     /// What the cache counts against its limit: the live entries'
