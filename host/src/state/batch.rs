@@ -45,9 +45,10 @@ impl Staged {
 /// A batch of `entries` (`None`: a delete) in key order, the last of equal
 /// keys winning. Measured on 1M keys: the write took 2.4 s in the hash order
 /// of the cache, 0.9 s in key order (the memtable's inserts then walk nearby
-/// nodes). The batch is sized up front, and the entries' bytes, scattered
-/// over the heap, are prefetched a few entries ahead: building the batch of
-/// a 1M-key checkpoint took 360–500 ms without either (see BENCHMARKS.md).
+/// nodes). The batch is sized up front, and the entries' bytes, read in key
+/// order rather than where they lie, are prefetched a few entries ahead:
+/// building the batch of a 1M-key checkpoint took 360–500 ms without either,
+/// when each entry was two heap allocations (see BENCHMARKS.md).
 fn sorted_batch<'a>(
     cf: &rocksdb::ColumnFamily,
     entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
