@@ -104,7 +104,8 @@ pub struct TaskData {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    /// A `put`'s key and value, copied out of guest memory (see [`add_state`]).
+    /// A `put`'s key and value or a `delete`'s key, copied out of guest
+    /// memory (see [`with_copied`]).
     scratch: Vec<u8>,
 }
 
@@ -120,8 +121,9 @@ fn state_trap(e: StateError) -> wasmtime::Error {
 
 /// The `state` interface, written out instead of bindgen's: bindgen's host
 /// functions take every `list<u8>` as a new `Vec` (an allocation, a copy and
-/// a free per key and value, three per get + put), these read keys in guest
-/// memory (`WasmList`) and copy a put's key and value into one reused buffer.
+/// a free per key and value, three per get + put). `get` and `scan-prefix`
+/// read the key in guest memory (`WasmList`); `put` and `delete`, which need
+/// the store mutably, copy theirs into one reused buffer ([`with_copied`]).
 fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
     let mut state = linker.instance("wasmstream:processor/state@0.2.0")?;
     state.func_wrap("get", |cx: StoreContextMut<'_, TaskData>, (key,): (WasmList<u8>,)| {
@@ -129,24 +131,36 @@ fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
         Ok((value,))
     })?;
     state.func_wrap("put", |mut cx: StoreContextMut<'_, TaskData>, (key, value): (WasmList<u8>, WasmList<u8>)| {
-        let mut scratch = std::mem::take(&mut cx.data_mut().scratch);
-        scratch.clear();
-        scratch.extend_from_slice(key.as_le_slice(&cx));
-        scratch.extend_from_slice(value.as_le_slice(&cx));
-        let data = cx.data_mut();
-        let put = data.store.put(&scratch[..key.len()], &scratch[key.len()..]);
-        data.scratch = scratch;
-        put.map_err(state_trap)
+        with_copied(&mut cx, &[&key, &value], |store, b| store.put(&b[..key.len()], &b[key.len()..]))
+            .map_err(state_trap)
     })?;
     state.func_wrap("delete", |mut cx: StoreContextMut<'_, TaskData>, (key,): (WasmList<u8>,)| {
-        let key = key.as_le_slice(&cx).to_vec();
-        cx.data_mut().store.delete(&key).map_err(state_trap)
+        with_copied(&mut cx, &[&key], |store, b| store.delete(b)).map_err(state_trap)
     })?;
     state.func_wrap("scan-prefix", |cx: StoreContextMut<'_, TaskData>, (prefix, limit): (WasmList<u8>, u32)| {
         let entries = cx.data().store.scan_prefix(prefix.as_le_slice(&cx), limit).map_err(state_trap)?;
         Ok((entries,))
     })?;
     Ok(())
+}
+
+/// Calls `f` with the task's store and `lists` copied end to end out of guest
+/// memory into the instance's reused buffer (guest memory and the store are
+/// both in the wasmtime store, which `f` needs mutably).
+fn with_copied<R>(
+    cx: &mut StoreContextMut<'_, TaskData>,
+    lists: &[&WasmList<u8>],
+    f: impl FnOnce(&mut TaskStore, &[u8]) -> R,
+) -> R {
+    let mut scratch = std::mem::take(&mut cx.data_mut().scratch);
+    scratch.clear();
+    for list in lists {
+        scratch.extend_from_slice(list.as_le_slice(&*cx));
+    }
+    let data = cx.data_mut();
+    let r = f(&mut data.store, &scratch);
+    data.scratch = scratch;
+    r
 }
 
 impl log::Host for TaskData {

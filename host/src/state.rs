@@ -349,8 +349,8 @@ impl LocalCommit {
         self.delta.len()
     }
 
-    /// The checkpoint's state entries (`None`: deleted), in the order they
-    /// were first written: what it appends to the changelog.
+    /// The checkpoint's state entries (`None`: deleted), one per key, in the
+    /// cache's arena order: what it appends to the changelog.
     pub fn delta(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.delta.entries()
     }

@@ -6,7 +6,8 @@
 //! new value fits the record's room, rewrites the value in place (a counter
 //! never grows its record). A value that outgrows its room gets a new record
 //! with twice the room and the old one is marked stale, so a value that keeps
-//! growing leaves stale records of at most its own size in all. The table
+//! growing leaves stale records smaller, in all, than its newest record's
+//! room. The table
 //! holds each entry's hash with its position, so a lookup compares key bytes
 //! only on a full hash match.
 //!
@@ -127,7 +128,9 @@ impl Cache {
         self.bytes += super::entry_bytes(key.len(), new_len);
     }
 
-    /// The entries (`None`: deleted), in the order they were first written.
+    /// The entries (`None`: deleted), in arena order: the order they were
+    /// first written, except that an entry whose value outgrew its record
+    /// comes where its newest record is.
     pub fn entries(&self) -> Entries<'_> {
         Entries { arena: &self.arena, at: 0 }
     }
