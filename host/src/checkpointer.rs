@@ -14,8 +14,9 @@
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::Instant;
 
-use crate::sink::{ChangelogWriter, Cut};
-use crate::state::Released;
+use crate::changelog::STATE_KEY_PREFIX;
+use crate::sink::{ChangelogSend, ChangelogWriter, Cut, SinkError};
+use crate::state::{Ahead, Released};
 use crate::task::{CheckpointJob, CheckpointReport, TaskError};
 
 /// What is left of a round of checkpoints after its cut.
@@ -27,11 +28,28 @@ pub enum Round {
     Committed { jobs: Vec<(CheckpointJob, Option<i64>)> },
 }
 
-/// A finished round: its checkpoints, and when it finished.
-pub type Finished = (Result<Vec<CheckpointReport>, TaskError>, Instant);
+/// A finished round: its checkpoints, when it finished, and (at-least-once)
+/// when its phases on this thread ended.
+pub type Finished = (Result<Vec<CheckpointReport>, TaskError>, Instant, Option<Phases>);
+
+/// When an at-least-once round's changelog records were all queued (and the
+/// RocksDB batch built beside them), and when the changelog had acknowledged
+/// them with the marker; the RocksDB write follows.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    pub queued: Instant,
+    pub acknowledged: Instant,
+}
 
 enum Work {
     Finish(Round),
+    /// A task's state changes to send to the changelog ahead of the round
+    /// that will complete them (see [`crate::state::TaskStore::take_ahead`]).
+    Ahead {
+        changelog: String,
+        partition: i32,
+        ahead: Ahead,
+    },
     /// Entries of written checkpoints to free (off the processing thread:
     /// measured ~4% of its time at 300k keys per second).
     Free(Vec<Released>),
@@ -52,11 +70,25 @@ impl Checkpointer {
             .name("checkpointer".into())
             .spawn(move || {
                 let mut writer = writer;
+                // Changes sent ahead that librdkafka refused: the next round fails with it.
+                let mut refused: Option<SinkError> = None;
                 // Ends when the host drops its end of the channel.
                 for w in to_do {
                     match w {
+                        Work::Ahead { changelog, partition, ahead } => {
+                            if refused.is_none() {
+                                refused = writer
+                                    .send_changelog_entries(&changelog, partition, STATE_KEY_PREFIX, ahead.entries())
+                                    .err();
+                            }
+                        }
                         Work::Finish(round) => {
-                            if done.send((finish(&mut writer, round), Instant::now())).is_err() {
+                            let mut phases = None;
+                            let result = match refused.take() {
+                                Some(e) => Err(TaskError::Sink(e)),
+                                None => finish(&mut writer, round, &mut phases),
+                            };
+                            if done.send((result, Instant::now(), phases)).is_err() {
                                 break;
                             }
                         }
@@ -74,6 +106,13 @@ impl Checkpointer {
         // If the thread is gone, `collect` reports it.
         let _ = self.work.send(Work::Finish(round));
         self.in_flight = true;
+    }
+
+    /// Sends `ahead`, state changes of task `partition`, to `changelog` ahead
+    /// of the round that will complete them: before any round submitted later.
+    pub fn send_ahead(&self, changelog: &str, partition: i32, ahead: Ahead) {
+        // If the thread is gone, `collect` reports it.
+        let _ = self.work.send(Work::Ahead { changelog: changelog.to_string(), partition, ahead });
     }
 
     /// Frees `released` on the checkpoint thread (here if it is gone).
@@ -97,7 +136,7 @@ impl Checkpointer {
         };
         self.in_flight = false;
         // The thread is gone only if it panicked: a checkpoint that failed.
-        Some(finished.unwrap_or_else(|| (Err(TaskError::CheckpointThread), Instant::now())))
+        Some(finished.unwrap_or_else(|| (Err(TaskError::CheckpointThread), Instant::now(), None)))
     }
 }
 
@@ -105,7 +144,11 @@ impl Checkpointer {
 /// thread of their own while the changelog is sent.
 const STAGE_APART: usize = 50_000;
 
-fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointReport>, TaskError> {
+fn finish(
+    writer: &mut ChangelogWriter,
+    round: Round,
+    phases: &mut Option<Phases>,
+) -> Result<Vec<CheckpointReport>, TaskError> {
     match round {
         Round::AtLeastOnce { cut, changelog, jobs } => {
             let started = Instant::now();
@@ -127,7 +170,7 @@ fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointRe
             });
             sent?;
             let mut staged = staged.map(Vec::into_iter);
-            let sent = started.elapsed();
+            let queued = Instant::now();
             // A marker must never stand for outputs that were not delivered.
             writer.wait_outputs(cut)?;
             let outputs = started.elapsed();
@@ -135,7 +178,8 @@ fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointRe
                 job.send_marker(writer, &changelog)?;
             }
             writer.wait_changelog()?;
-            let acknowledged = started.elapsed();
+            let acknowledged = Instant::now();
+            *phases = Some(Phases { queued, acknowledged });
             let reports = jobs
                 .into_iter()
                 .map(|job| {
@@ -146,9 +190,9 @@ fn finish(writer: &mut ChangelogWriter, round: Round) -> Result<Vec<CheckpointRe
             tracing::debug!(
                 "checkpoint round finished in {} ms: changelog sent after {} ms, outputs acknowledged after {}, changelog after {}",
                 started.elapsed().as_millis(),
-                sent.as_millis(),
+                (queued - started).as_millis(),
                 outputs.as_millis(),
-                acknowledged.as_millis()
+                (acknowledged - started).as_millis()
             );
             reports
         }

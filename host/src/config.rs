@@ -82,6 +82,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Dirty state bytes of a task that force an early checkpoint.
     pub cache_max_bytes: u64,
+    /// At-least-once: state changes of a task sent to the changelog ahead of
+    /// its checkpoint whenever this many bytes accumulate (0: never).
+    pub changelog_ahead_bytes: u64,
     /// Replication factor of the topics the host creates (-1: the broker's default).
     pub replication_factor: i32,
     pub processor: ProcessorConfig,
@@ -215,6 +218,12 @@ pub const KEYS: &[Key] = &[
         doc: "dirty state bytes of a task that trigger a checkpoint before commit.interval.ms",
     },
     Key {
+        name: "statestore.changelog.ahead.bytes",
+        kind: Kind::Bytes,
+        default: Some("1048576"),
+        doc: "at_least_once: a task's state changes go to the changelog ahead of its next checkpoint whenever this many bytes of them accumulate, so that the checkpoint has only the rest to send; 0: all at the checkpoint",
+    },
+    Key {
         name: "replication.factor",
         kind: Kind::Replication,
         default: Some("-1 (the broker's default.replication.factor)"),
@@ -269,6 +278,7 @@ const PASSTHROUGH: [(&str, &str); 4] = [
 const DEFAULT_COMMIT_INTERVAL_MS: u64 = 30_000;
 const DEFAULT_EOS_COMMIT_INTERVAL_MS: u64 = 100;
 const DEFAULT_CACHE_MAX_BYTES: u64 = 10 * 1024 * 1024;
+const DEFAULT_CHANGELOG_AHEAD_BYTES: u64 = 1024 * 1024;
 const DEFAULT_MAX_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The name the default `state.dir` gets under the system temp directory.
@@ -419,6 +429,8 @@ fn build(
         _ => std::env::temp_dir().join(DEFAULT_STATE_DIR_NAME),
     };
     let cache_max_bytes = get("statestore.cache.max.bytes")?.map_or(DEFAULT_CACHE_MAX_BYTES, Value::number);
+    let changelog_ahead_bytes =
+        get("statestore.changelog.ahead.bytes")?.map_or(DEFAULT_CHANGELOG_AHEAD_BYTES, Value::number);
     let replication_factor = match get("replication.factor")? {
         Some(Value::Replication(n)) => n,
         _ => -1,
@@ -447,6 +459,7 @@ fn build(
         processing_guarantee,
         state_dir,
         cache_max_bytes,
+        changelog_ahead_bytes,
         replication_factor,
         processor: ProcessorConfig { module, inputs, outputs, config: guest, max_memory_bytes, watch },
         kafka,

@@ -89,6 +89,9 @@ pub struct TaskStore {
     cache: Cache,
     /// The entries of the checkpoint being written (see [`TaskStore::freeze`]).
     frozen: Option<Arc<Cache>>,
+    /// Entries sent ahead to the changelog and then discarded, restated at
+    /// their checkpointed values (see [`TaskStore::discard_since_cut`]).
+    restate: Option<Cache>,
     write_through: bool,
 }
 
@@ -114,7 +117,14 @@ impl TaskStore {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let cfs = [CF_STATE, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?);
-        let store = TaskStore { db, path: path.to_path_buf(), cache: Cache::default(), frozen: None, write_through };
+        let store = TaskStore {
+            db,
+            path: path.to_path_buf(),
+            cache: Cache::default(),
+            frozen: None,
+            restate: None,
+            write_through,
+        };
         let restored = store.read_checkpoint()?;
         Ok((store, restored))
     }
@@ -129,6 +139,7 @@ impl TaskStore {
             path: path.to_path_buf(),
             cache: Cache::default(),
             frozen: None,
+            restate: None,
             // Never written, so nothing to flush when it closes.
             write_through: true,
         };
@@ -250,6 +261,19 @@ impl TaskStore {
         self.cache.bytes()
     }
 
+    /// State changes to send to the changelog now, ahead of the checkpoint
+    /// that will complete them: restatements after a discard (see
+    /// [`TaskStore::discard_since_cut`]), else the entries written since the
+    /// last call once they are `min_bytes` or more (`0`: never). Whatever
+    /// this returns must be in the changelog before the next checkpoint's
+    /// own records.
+    pub fn take_ahead(&mut self, min_bytes: usize) -> Option<Ahead> {
+        if let Some(mut restate) = self.restate.take() {
+            return Some(Ahead(restate.take_unsent()));
+        }
+        (min_bytes > 0 && self.cache.unsent_bytes() >= min_bytes).then(|| Ahead(self.cache.take_unsent()))
+    }
+
     /// Writes the dirty entries, `checkpoint` and `snapshot` in one atomic batch,
     /// then empties the cache (a checkpoint on the calling thread).
     #[cfg(test)]
@@ -291,17 +315,34 @@ impl TaskStore {
 
     /// Forgets the dirty entries, frozen ones too (rollback to the last
     /// checkpoint; a frozen checkpoint's writer must have finished).
-    pub fn discard(&mut self) {
-        self.discard_since_cut();
+    pub fn discard(&mut self) -> Result<(), StateError> {
         self.frozen = None;
+        self.discard_since_cut()
     }
 
     /// Forgets the entries written since the last cut and keeps the frozen
     /// ones, which the checkpointer may still be writing (a hot swap going
     /// back to the old module at the checkpoint it cut). Under
     /// write-through (`processing.guarantee = none`) there is nothing to forget.
-    pub fn discard_since_cut(&mut self) {
+    ///
+    /// Entries already sent ahead to the changelog (see
+    /// [`TaskStore::take_ahead`]) are there without a marker: the next
+    /// checkpoint's marker would make them part of it. So each such key is
+    /// restated, at the value it has now, to go to the changelog after them.
+    pub fn discard_since_cut(&mut self) -> Result<(), StateError> {
+        let mut sent: Vec<Vec<u8>> = self.cache.sent_keys().map(<[u8]>::to_vec).collect();
         self.cache.clear();
+        if sent.is_empty() {
+            return Ok(());
+        }
+        sent.sort_unstable();
+        sent.dedup();
+        let mut restate = self.restate.take().unwrap_or_default();
+        for key in sent {
+            restate.insert(&key, self.get(&key)?.as_deref());
+        }
+        self.restate = Some(restate);
+        Ok(())
     }
 
     /// Writes the memtables to table files, so that the next open need not
@@ -323,6 +364,22 @@ impl Drop for TaskStore {
         {
             tracing::warn!("{e} (flushing on close; the next open replays the write-ahead log instead)");
         }
+    }
+}
+
+/// State changes sent to the changelog ahead of their checkpoint.
+pub struct Ahead(Vec<u8>);
+
+impl Ahead {
+    /// The entries (`None`: deleted), in the order they must be sent.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        cache::records(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Ahead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ahead({} bytes)", self.0.len())
     }
 }
 
@@ -349,16 +406,17 @@ impl LocalCommit {
         self.delta.len()
     }
 
-    /// The checkpoint's state entries (`None`: deleted), one per key, in the
-    /// cache's arena order: what it appends to the changelog.
+    /// What the checkpoint appends to the changelog: its state entries
+    /// (`None`: deleted) not sent ahead of it (see [`TaskStore::take_ahead`]),
+    /// one per key, in the cache's arena order.
     pub fn delta(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        self.delta.entries()
+        self.delta.unsent_entries()
     }
 
-    /// Builds the RocksDB batch of the entries, in key order (on any thread:
-    /// the checkpointer builds it while the changelog records are sent).
+    /// Builds the RocksDB batch of all the entries, in key order (on any
+    /// thread: the checkpointer builds it while the changelog records are sent).
     pub fn stage(&self) -> Staged {
-        Staged::new(&self.db, self.delta())
+        Staged::new(&self.db, self.delta.entries())
     }
 
     /// Writes the entries (`staged` by [`LocalCommit::stage`], or staged
@@ -380,6 +438,43 @@ mod tests {
 
     fn ckpt(n: u64) -> Checkpoint {
         Checkpoint::new(n, Default::default(), String::new())
+    }
+
+    /// Changes sent ahead and then discarded come back as restatements of
+    /// the checkpointed values (a tombstone for a key never checkpointed),
+    /// once, before anything else the store sends ahead.
+    #[test]
+    fn discarding_changes_sent_ahead_restates_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+        s.put(b"a", b"1").expect("put");
+        s.commit(&ckpt(1), b"").expect("commit");
+        s.put(b"a", b"2").expect("put");
+        s.put(b"b", b"2").expect("put");
+        assert!(s.take_ahead(1_000_000).is_none(), "below the threshold");
+        let ahead = s.take_ahead(1).expect("sent ahead");
+        let sent: Vec<_> = ahead.entries().collect();
+        assert_eq!(sent, vec![(&b"a"[..], Some(&b"2"[..])), (&b"b"[..], Some(&b"2"[..]))]);
+        s.put(b"c", b"2").expect("put");
+        s.discard_since_cut().expect("discard");
+        assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
+        let restated = s.take_ahead(0).expect("restatements");
+        let restated: Vec<_> = restated.entries().collect();
+        assert_eq!(restated, vec![(&b"a"[..], Some(&b"1"[..])), (&b"b"[..], None)]);
+        assert!(s.take_ahead(0).is_none(), "restated once");
+        // A checkpoint's changelog records are what was not sent ahead; its
+        // RocksDB batch, every entry.
+        s.put(b"d", b"1").expect("put");
+        s.take_ahead(1).expect("sent ahead");
+        s.put(b"d", b"2").expect("put");
+        s.put(b"e", b"1").expect("put");
+        let local = s.freeze();
+        let delta: Vec<_> = local.delta().collect();
+        assert_eq!(delta, vec![(&b"d"[..], Some(&b"2"[..])), (&b"e"[..], Some(&b"1"[..]))]);
+        assert_eq!(local.entries(), 2);
+        local.write(&ckpt(2), b"", None).expect("write");
+        s.release();
+        assert_eq!(s.get(b"d").expect("get"), Some(b"2".to_vec()));
     }
 
     #[test]
@@ -448,7 +543,7 @@ mod tests {
         s.release();
         assert_eq!(s.get(b"a").expect("get"), Some(b"3".to_vec()));
         assert_eq!(s.get(b"c").expect("get"), Some(b"4".to_vec()));
-        s.discard();
+        s.discard().expect("discard");
         assert_eq!(s.get(b"c").expect("get"), Some(b"3".to_vec()));
     }
 

@@ -23,7 +23,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ProcessingGuarantee;
 use crate::guest::{GuestError, Instance, Module, SnapshotOrigin};
 use crate::sink::{ChangelogSend, Sink, SinkError};
-use crate::state::{CommitStats, LocalCommit, Released, Restored, Staged, StateError, TaskStore, task_dir};
+use crate::state::{Ahead, CommitStats, LocalCommit, Released, Restored, Staged, StateError, TaskStore, task_dir};
 use wasmstream_sdk::packed::{self, InputWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -323,7 +323,7 @@ impl Task {
     pub fn reopen(self, env: &TaskEnv) -> Result<Task, TaskError> {
         let partition = self.partition;
         let mut store = self.instance.into_store();
-        store.discard();
+        store.discard().map_err(|source| TaskError::State { partition, source })?;
         let restored = store.read_checkpoint().map_err(|source| TaskError::State { partition, source })?;
         let instance = env
             .module
@@ -457,6 +457,12 @@ impl Task {
         Ok(CheckpointJob { partition, checkpoint, snapshot, local })
     }
 
+    /// State changes to send to the changelog ahead of the next checkpoint
+    /// (see [`crate::state::TaskStore::take_ahead`]).
+    pub fn take_ahead(&mut self, min_bytes: usize) -> Option<Ahead> {
+        self.instance.store().take_ahead(min_bytes)
+    }
+
     /// The task's last cut checkpoint is in RocksDB: reads of its state go there.
     pub fn checkpoint_written(&mut self) -> Released {
         self.instance.store().release()
@@ -539,7 +545,7 @@ fn reinstate(
     snapshot: &[u8],
     written_by: &str,
 ) -> Result<Instance, TaskError> {
-    store.discard_since_cut();
+    store.discard_since_cut().map_err(|source| TaskError::State { partition, source })?;
     let mut instance = module
         .instantiate(store, label(env, partition), &env.guest_config)
         .map_err(|source| TaskError::Guest { partition, source })?;

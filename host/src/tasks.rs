@@ -41,6 +41,8 @@ pub struct Tasks {
     pub(crate) sink: Sink,
     pub(crate) guarantee: ProcessingGuarantee,
     cache_max_bytes: usize,
+    /// At-least-once: `statestore.changelog.ahead.bytes` (else 0, never).
+    ahead_bytes: usize,
     pub(crate) by_partition: BTreeMap<i32, Task>,
     /// A failure inside a rebalance callback, reported by the loop.
     pub(crate) fatal: Option<PipelineError>,
@@ -70,12 +72,17 @@ struct Cutting {
 }
 
 /// How long a round of checkpoints took: from its cut until RocksDB held it,
-/// and how long processing stalled for it.
+/// and how long processing stalled for it. At-least-once rounds also say
+/// when, after the cut, their changelog records were all queued and when the
+/// changelog had acknowledged them (the RocksDB write takes the rest);
+/// exactly-once rounds commit their changelog records within the stall.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckpointTimes {
     pub keys: u64,
     pub total: Duration,
     pub stall: Duration,
+    pub queued: Option<Duration>,
+    pub acknowledged: Option<Duration>,
 }
 
 impl Tasks {
@@ -89,6 +96,10 @@ impl Tasks {
             sink,
             guarantee: config.processing_guarantee,
             cache_max_bytes: usize::try_from(config.cache_max_bytes).unwrap_or(usize::MAX),
+            ahead_bytes: match config.processing_guarantee {
+                ProcessingGuarantee::AtLeastOnce => usize::try_from(config.changelog_ahead_bytes).unwrap_or(usize::MAX),
+                _ => 0,
+            },
             by_partition: BTreeMap::new(),
             fatal: None,
             cache_full: false,
@@ -212,6 +223,12 @@ impl Tasks {
                 if task.dirty_state_bytes() > self.cache_max_bytes {
                     self.cache_full = true;
                 }
+                if self.ahead_bytes > 0
+                    && let Some(ahead) = task.take_ahead(self.ahead_bytes)
+                    && let Some(changelog) = &self.env.changelog
+                {
+                    self.checkpointer.send_ahead(&changelog.topic, partition, ahead);
+                }
             }
         }
         Ok(())
@@ -265,7 +282,7 @@ impl Tasks {
     /// at-least-once the checkpointed offsets go to the group (advisory, for
     /// lag tools).
     pub(crate) fn settle(&mut self, consumer: &BaseConsumer<SourceContext>, block: bool) -> Result<(), PipelineError> {
-        let Some((result, finished)) = self.checkpointer.collect(block) else { return Ok(()) };
+        let Some((result, finished, phases)) = self.checkpointer.collect(block) else { return Ok(()) };
         let cutting = self.in_flight.take().expect("a round in flight has its cut");
         let reports = result?;
         let mut released = Vec::with_capacity(reports.len());
@@ -284,10 +301,13 @@ impl Tasks {
             );
         }
         self.checkpointer.free(released);
+        let since_cut = |t: Instant| t.saturating_duration_since(cutting.started);
         let times = CheckpointTimes {
             keys: reports.iter().map(|r| r.stats.keys_written + r.stats.keys_deleted).sum(),
-            total: finished.saturating_duration_since(cutting.started),
+            total: since_cut(finished),
             stall: cutting.stall,
+            queued: phases.map(|p| since_cut(p.queued)),
+            acknowledged: phases.map(|p| since_cut(p.acknowledged)),
         };
         // A stop or a revoke waits for its checkpoint by design.
         if matches!(cutting.reason, Reason::Interval | Reason::CacheFull) && times.keys >= self.largest.keys {
@@ -309,6 +329,12 @@ impl Tasks {
     /// outputs before the cut are acknowledged, then writes RocksDB.
     fn cut_at_least_once(&mut self, dirty: &[i32]) -> Result<Round, PipelineError> {
         let Some(changelog) = &self.env.changelog else { unreachable!("at-least-once has a changelog") };
+        // Restatements of discarded changes sent ahead go before any marker.
+        for (p, task) in &mut self.by_partition {
+            if let Some(restated) = task.take_ahead(0) {
+                self.checkpointer.send_ahead(&changelog.topic, *p, restated);
+            }
+        }
         let mut jobs = Vec::with_capacity(dirty.len());
         for p in dirty {
             let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
@@ -439,11 +465,15 @@ struct Summary {
     rounds: u64,
     keys: u64,
     snapshot_bytes: usize,
-    busiest: Duration,
+    /// The longest round since the last line.
+    busiest: CheckpointTimes,
     stalled: Duration,
 }
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+/// A round this long says in its line when its changelog was acknowledged.
+const SLOW_ROUND: Duration = Duration::from_millis(100);
 
 impl Summary {
     fn new() -> Self {
@@ -454,7 +484,7 @@ impl Summary {
             rounds: 0,
             keys: 0,
             snapshot_bytes: 0,
-            busiest: Duration::ZERO,
+            busiest: CheckpointTimes::default(),
             stalled: Duration::ZERO,
         }
     }
@@ -463,7 +493,9 @@ impl Summary {
         self.rounds += 1;
         self.keys += times.keys;
         self.snapshot_bytes = reports.iter().map(|r| r.snapshot_bytes).sum();
-        self.busiest = self.busiest.max(times.total);
+        if times.total >= self.busiest.total {
+            self.busiest = times;
+        }
         self.stalled = self.stalled.max(times.stall);
         let elapsed = self.last_line.unwrap_or(self.started).elapsed();
         let recent = self.last_line.is_some_and(|t| t.elapsed() < SUMMARY_EVERY);
@@ -483,13 +515,20 @@ impl Summary {
         };
         let rounds =
             if self.rounds > 1 { format!(" ({} checkpoints since the last line)", self.rounds) } else { String::new() };
+        // Where the time of a slow round went: the changelog or RocksDB.
+        let acknowledged = match self.busiest.acknowledged {
+            Some(a) if self.busiest.total >= SLOW_ROUND => {
+                format!("changelog acknowledged after {} ms, ", a.as_millis())
+            }
+            _ => String::new(),
+        };
         tracing::info!(
-            "{label} {}{rounds}: {}; {} keys written, snapshots {} B, took {} ms (processing stalled {} ms); {records} records processed ({rate:.0}/s)",
+            "{label} {}{rounds}: {}; {} keys written, snapshots {} B, took {} ms ({acknowledged}processing stalled {} ms); {records} records processed ({rate:.0}/s)",
             numbers.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
             offsets.join("; "),
             self.keys,
             self.snapshot_bytes,
-            self.busiest.as_millis(),
+            self.busiest.total.as_millis(),
             self.stalled.as_millis(),
         );
         *self = Summary { last_records: records, last_line: Some(Instant::now()), ..Summary::new() };

@@ -12,7 +12,9 @@ use crate::support::*;
 
 #[test]
 fn lost_state_directory_is_rebuilt_from_changelog_and_counts_are_exact() {
-    let app = App::new("lostdisk", 2, &guest("wordcount"), "commit.interval.ms = 300");
+    // State changes go to the changelog ahead of their checkpoints too.
+    let app =
+        App::new("lostdisk", 2, &guest("wordcount"), "commit.interval.ms = 300\nstatestore.changelog.ahead.bytes = 1");
     let first = sentences(200, 20);
     run_batch(&app, &first, &first);
     std::fs::remove_dir_all(app.app_state_dir()).expect("delete the state directory");

@@ -189,7 +189,14 @@ fn swap_under_load_at_least_once_gives_every_record_one_output_from_one_version(
 
 #[test]
 fn failed_swaps_leave_v1_running_with_nothing_lost_or_repeated() {
-    let app = App::new("swap-rollback", 2, &guest("swap_v1"), "commit.interval.ms = 300");
+    // State changes sent ahead of a checkpoint that a rollback discards are
+    // restated in the changelog.
+    let app = App::new(
+        "swap-rollback",
+        2,
+        &guest("swap_v1"),
+        "commit.interval.ms = 300\nstatestore.changelog.ahead.bytes = 1",
+    );
     let not_a_component = app.dir.path().join("not-a-component.wasm");
     std::fs::write(&not_a_component, b"\0asm but not really").expect("write");
     let feeder = Feeder::start(&app.input, 20, 12000);

@@ -69,6 +69,10 @@ pub struct Cache {
     /// What the live entries count against `statestore.cache.max.bytes`
     /// ([`super::entry_bytes`] each).
     bytes: usize,
+    /// The arena up to here was copied out for the changelog ahead of the
+    /// checkpoint ([`Cache::take_unsent`]): its records are never rewritten
+    /// in place, so a later value always lands after it.
+    sent: usize,
 }
 
 impl Cache {
@@ -109,7 +113,7 @@ impl Cache {
                 let old_len = value_at(arena, at).map_or(0, <[u8]>::len);
                 self.bytes -= super::entry_bytes(key.len(), old_len);
                 let room = u32_at(arena, at + 4) as usize;
-                if new_len <= room {
+                if new_len <= room && at >= self.sent {
                     let start = at + HEADER + key.len();
                     if let Some(v) = value {
                         arena[start..start + v.len()].copy_from_slice(v);
@@ -117,7 +121,8 @@ impl Cache {
                     set_u32(arena, at + 8, value.map_or(DELETED, |v| v.len() as u32));
                 } else {
                     set_u32(arena, at, len32(key.len(), "key") | STALE);
-                    slot.at = append(arena, key, value, new_len.max(2 * room));
+                    let room = if new_len > room { new_len.max(2 * room) } else { room };
+                    slot.at = append(arena, key, value, room);
                 }
             }
             None => {
@@ -135,12 +140,55 @@ impl Cache {
         Entries { arena: &self.arena, at: 0 }
     }
 
+    /// Arena bytes written since the last [`Cache::take_unsent`].
+    pub fn unsent_bytes(&self) -> usize {
+        self.arena.len() - self.sent
+    }
+
+    /// A copy of the records written since the last call, for the changelog
+    /// ahead of the checkpoint: later writes to their keys go after them.
+    pub fn take_unsent(&mut self) -> Vec<u8> {
+        let unsent = self.arena[self.sent..].to_vec();
+        self.sent = self.arena.len();
+        unsent
+    }
+
+    /// The entries not yet taken by [`Cache::take_unsent`], in arena order:
+    /// with what was taken, in order, the latest value of every entry.
+    pub fn unsent_entries(&self) -> Entries<'_> {
+        Entries { arena: &self.arena, at: self.sent }
+    }
+
+    /// The keys of the records taken by [`Cache::take_unsent`] (a key may
+    /// come more than once).
+    pub fn sent_keys(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            (at < self.sent).then(|| {
+                let key = key_at(&self.arena, at);
+                at = next_record(&self.arena, at);
+                key
+            })
+        })
+    }
+
     /// Forgets every entry (keeping the memory).
     pub fn clear(&mut self) {
         self.arena.clear();
         self.table.clear();
         self.bytes = 0;
+        self.sent = 0;
     }
+}
+
+/// The position of the record after the one at `at`.
+fn next_record(arena: &[u8], at: usize) -> usize {
+    at + HEADER + (u32_at(arena, at) & !STALE) as usize + u32_at(arena, at + 4) as usize
+}
+
+/// The live records of `records`, bytes taken by [`Cache::take_unsent`].
+pub fn records(records: &[u8]) -> Entries<'_> {
+    Entries { arena: records, at: 0 }
 }
 
 /// Appends a record with `room` bytes for its value and returns its position.
@@ -169,10 +217,8 @@ impl<'a> Iterator for Entries<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         while self.at < self.arena.len() {
             let at = self.at;
-            let flagged = u32_at(self.arena, at);
-            let key_len = (flagged & !STALE) as usize;
-            self.at = at + HEADER + key_len + u32_at(self.arena, at + 4) as usize;
-            if flagged & STALE == 0 {
+            self.at = next_record(self.arena, at);
+            if u32_at(self.arena, at) & STALE == 0 {
                 return Some((key_at(self.arena, at), value_at(self.arena, at)));
             }
         }
@@ -219,6 +265,44 @@ mod tests {
         assert_eq!(cache.bytes, bytes);
         cache.clear();
         assert_eq!((cache.len(), cache.bytes(), cache.entries().count()), (0, 0, 0));
+    }
+
+    /// Random writes with the records taken now and then for the changelog:
+    /// the taken records, in order, then the entries not taken, applied last
+    /// wins, give every entry's latest value.
+    #[test]
+    fn taken_records_then_the_rest_replay_to_the_latest_values() {
+        let mut cache = Cache::default();
+        let mut model: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut taken: Vec<Vec<u8>> = Vec::new();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000 {
+            let r = next();
+            let key = format!("k{}", r % 300).into_bytes();
+            let value = (r % 7 != 0).then(|| vec![(r >> 8) as u8; ((r >> 16) % 12) as usize]);
+            cache.insert(&key, value.as_deref());
+            model.insert(key, value);
+            if i % 997 == 0 {
+                taken.push(cache.take_unsent());
+                assert_eq!(cache.unsent_bytes(), 0);
+            }
+        }
+        let mut replayed: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let chunks = taken.iter().flat_map(|t| records(t)).chain(cache.unsent_entries());
+        for (k, v) in chunks {
+            replayed.insert(k.to_vec(), v.map(<[u8]>::to_vec));
+        }
+        assert_eq!(replayed, model);
+        let sent: std::collections::HashSet<&[u8]> = cache.sent_keys().collect();
+        let expected: std::collections::HashSet<&[u8]> =
+            taken.iter().flat_map(|t| records(t)).map(|(k, _)| k).collect();
+        assert!(expected.is_subset(&sent));
     }
 
     /// A value rewritten 4,000 times, one byte longer each time: the stale
