@@ -231,23 +231,34 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// A pseudo-random sequence (xorshift64) from `seed`.
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
+    /// From `r`: one of `keys` keys and a value shorter than `longest` bytes,
+    /// or a delete (one in seven).
+    fn random_write(r: u64, keys: u64, longest: u64) -> (Vec<u8>, Option<Vec<u8>>) {
+        let key = format!("k{}", r % keys).into_bytes();
+        (key, (!r.is_multiple_of(7)).then(|| vec![(r >> 8) as u8; ((r >> 16) % longest) as usize]))
+    }
+
     /// Random puts, overwrites (shorter, equal, longer values) and deletes
     /// against a `HashMap`: lookups, the entries and the byte count agree.
     #[test]
     fn agrees_with_a_hash_map() {
         let mut cache = Cache::default();
         let mut model: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
             let r = next();
-            let key = format!("k{}", r % 500).into_bytes();
-            let value = (r % 7 != 0).then(|| vec![(r >> 8) as u8; ((r >> 16) % 40) as usize]);
+            let (key, value) = random_write(r, 500, 40);
             cache.insert(&key, value.as_deref());
             model.insert(key, value);
             let probe = format!("k{}", next() % 600).into_bytes();
@@ -275,17 +286,10 @@ mod tests {
         let mut cache = Cache::default();
         let mut model: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut taken: Vec<Vec<u8>> = Vec::new();
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         for i in 0..20_000 {
             let r = next();
-            let key = format!("k{}", r % 300).into_bytes();
-            let value = (r % 7 != 0).then(|| vec![(r >> 8) as u8; ((r >> 16) % 12) as usize]);
+            let (key, value) = random_write(r, 300, 12);
             cache.insert(&key, value.as_deref());
             model.insert(key, value);
             if i % 997 == 0 {
