@@ -585,12 +585,15 @@ fn valid_topic(t: &str) -> bool {
 /// The key table as text, for `wasmstream config-keys`.
 pub fn describe_keys() -> String {
     let mut s = String::new();
+    // The names' column, as wide as the longest name.
+    let width =
+        KEYS.iter().map(|k| k.name.len()).chain(PASSTHROUGH.iter().map(|(p, _)| p.len() + 1)).max().unwrap_or(0);
     for k in KEYS {
         let default = k.default.map_or_else(|| "required".to_string(), |d| format!("default {d}"));
-        s.push_str(&format!("{:<28} {} ({default})\n", k.name, k.doc));
+        s.push_str(&format!("{:<width$} {} ({default})\n", k.name, k.doc));
     }
     for (p, doc) in PASSTHROUGH {
-        s.push_str(&format!("{:<28} {doc}\n", format!("{p}*")));
+        s.push_str(&format!("{:<width$} {doc}\n", format!("{p}*")));
     }
     s
 }
