@@ -7,7 +7,8 @@
 //! its entries become a [`LocalCommit`] that another thread writes, with the
 //! checkpoint record and the guest snapshot, in one `WriteBatch`, while reads
 //! see them under the new cache until [`TaskStore::release`]. So what RocksDB
-//! holds always belongs to exactly one checkpoint. Under
+//! holds always belongs to exactly one checkpoint. The changelog may get the
+//! cache's entries earlier, in pieces ([`TaskStore::take_ahead`]). Under
 //! `processing.guarantee = none` there is no cache: writes go straight through.
 //! It does not decide *when* to checkpoint (that is `task`) nor talk to Kafka.
 

@@ -4,7 +4,8 @@
 //! A put appends a record `[key len][value room][value len][key][value]`
 //! (three little-endian `u32`s) or, when the key is there already and the
 //! new value fits the record's room, rewrites the value in place (a counter
-//! never grows its record). A value that outgrows its room gets a new record
+//! never grows its record), unless the record was copied out to be sent to
+//! the changelog ahead of the checkpoint ([`Cache::take_unsent`]). A value that outgrows its room gets a new record
 //! with twice the room and the old one is marked stale, so a value that keeps
 //! growing leaves stale records smaller, in all, than its newest record's
 //! room. The table
