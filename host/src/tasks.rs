@@ -223,9 +223,10 @@ impl Tasks {
                 if task.dirty_state_bytes() > self.cache_max_bytes {
                     self.cache_full = true;
                 }
+                // What is taken is sent: the changelog is checked first.
                 if self.ahead_bytes > 0
-                    && let Some(ahead) = task.take_ahead(self.ahead_bytes)
                     && let Some(changelog) = &self.env.changelog
+                    && let Some(ahead) = task.take_ahead(self.ahead_bytes)
                 {
                     self.checkpointer.send_ahead(&changelog.topic, partition, ahead);
                 }

@@ -5,12 +5,12 @@
 //! (three little-endian `u32`s) or, when the key is there already and the
 //! new value fits the record's room, rewrites the value in place (a counter
 //! never grows its record), unless the record was copied out to be sent to
-//! the changelog ahead of the checkpoint ([`Cache::take_unsent`]). A value that outgrows its room gets a new record
-//! with twice the room and the old one is marked stale, so a value that keeps
-//! growing leaves stale records smaller, in all, than its newest record's
-//! room. The table
-//! holds each entry's hash with its position, so a lookup compares key bytes
-//! only on a full hash match.
+//! the changelog ahead of the checkpoint ([`Cache::take_unsent`]). A value
+//! that outgrows its room gets a new record with twice the room and the old
+//! one is marked stale, so a value that keeps growing leaves stale records
+//! smaller, in all, than its newest record's room. The table holds each
+//! entry's hash with its position, so a lookup compares key bytes only on a
+//! full hash match.
 //!
 //! Before, the cache was a `HashMap<Vec<u8>, Option<Vec<u8>>>`: two heap
 //! allocations per dirty key, freed on the checkpoint thread, and a
