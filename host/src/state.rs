@@ -8,12 +8,13 @@
 //! checkpoint record and the guest snapshot, in one `WriteBatch`, while reads
 //! see them under the new cache until [`TaskStore::release`]. So what RocksDB
 //! holds always belongs to exactly one checkpoint. The changelog may get the
-//! cache's entries earlier, in pieces ([`TaskStore::take_ahead`]). Under
+//! cache's entries earlier, in pieces ([`TaskStore::take_ahead`]), and their
+//! part of the checkpoint's `WriteBatch` is then built as they are sent. Under
 //! `processing.guarantee = none` there is no cache: writes go straight through.
 //! It does not decide *when* to checkpoint (that is `task`) nor talk to Kafka.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, FlushOptions, IteratorMode, Options};
 
@@ -23,7 +24,7 @@ mod batch;
 mod cache;
 
 pub use batch::Staged;
-use batch::write_checkpoint;
+use batch::{Encoded, column_family_id, write_checkpoint};
 use cache::Cache;
 
 const CF_STATE: &str = "state";
@@ -93,6 +94,11 @@ pub struct TaskStore {
     /// Entries sent ahead to the changelog and then discarded, restated at
     /// their checkpointed values (see [`TaskStore::discard_since_cut`]).
     restate: Option<Cache>,
+    /// The RocksDB records of the entries sent ahead since the last cut,
+    /// built by the checkpointer as it sends them (see [`Ahead::stage`]).
+    ahead: Arc<Mutex<Encoded>>,
+    /// The id of the state column family, as a batch's records name it.
+    cf_state: u32,
     write_through: bool,
 }
 
@@ -117,15 +123,8 @@ impl TaskStore {
     pub fn open(path: &Path, write_through: bool) -> Result<(TaskStore, Restored), StateError> {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let cfs = [CF_STATE, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = Arc::new(DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?);
-        let store = TaskStore {
-            db,
-            path: path.to_path_buf(),
-            cache: Cache::default(),
-            frozen: None,
-            restate: None,
-            write_through,
-        };
+        let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?;
+        let store = TaskStore::on(db, path, write_through);
         let restored = store.read_checkpoint()?;
         Ok((store, restored))
     }
@@ -135,18 +134,26 @@ impl TaskStore {
     pub fn read_only(path: &Path) -> Result<(Restored, Entries), StateError> {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
         let db = DB::open_cf_for_read_only(&Options::default(), path, [CF_STATE, CF_META], false).map_err(err)?;
-        let store = TaskStore {
+        // Never written, so nothing to flush when it closes.
+        let store = TaskStore::on(db, path, true);
+        let restored = store.read_checkpoint()?;
+        let entries = store.scan_db(b"", 0)?;
+        Ok((restored, entries))
+    }
+
+    /// The store over `db`, opened at `path`, with nothing dirty.
+    fn on(db: DB, path: &Path, write_through: bool) -> TaskStore {
+        let cf_state = column_family_id(db.cf_handle(CF_STATE).expect("column families are created at open"));
+        TaskStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
             cache: Cache::default(),
             frozen: None,
             restate: None,
-            // Never written, so nothing to flush when it closes.
-            write_through: true,
-        };
-        let restored = store.read_checkpoint()?;
-        let entries = store.scan_db(b"", 0)?;
-        Ok((restored, entries))
+            ahead: Arc::default(),
+            cf_state,
+            write_through,
+        }
     }
 
     fn rocks(&self, source: rocksdb::Error) -> StateError {
@@ -267,12 +274,15 @@ impl TaskStore {
     /// [`TaskStore::discard_since_cut`]), else the entries written since the
     /// last call once they are `min_bytes` or more (`0`: never). Whatever
     /// this returns must be in the changelog before the next checkpoint's
-    /// own records.
+    /// own records, and [`Ahead::stage`]d before its cut's
+    /// [`LocalCommit::stage`].
     pub fn take_ahead(&mut self, min_bytes: usize) -> Option<Ahead> {
-        if let Some(mut restate) = self.restate.take() {
-            return Some(Ahead(restate.take_unsent()));
-        }
-        (min_bytes > 0 && self.cache.unsent_bytes() >= min_bytes).then(|| Ahead(self.cache.take_unsent()))
+        let records = match self.restate.take() {
+            Some(mut restate) => restate.take_unsent(),
+            None if min_bytes > 0 && self.cache.unsent_bytes() >= min_bytes => self.cache.take_unsent(),
+            None => return None,
+        };
+        Some(Ahead { records, staged: Arc::clone(&self.ahead), cf: self.cf_state })
     }
 
     /// Writes the dirty entries, `checkpoint` and `snapshot` in one atomic batch,
@@ -292,7 +302,13 @@ impl TaskStore {
         assert!(self.frozen.is_none(), "{}: a checkpoint is still being written", self.path.display());
         let delta = Arc::new(std::mem::take(&mut self.cache));
         self.frozen = Some(Arc::clone(&delta));
-        LocalCommit { db: Arc::clone(&self.db), path: self.path.clone(), delta }
+        LocalCommit {
+            db: Arc::clone(&self.db),
+            path: self.path.clone(),
+            delta,
+            ahead: Arc::clone(&self.ahead),
+            cf: self.cf_state,
+        }
     }
 
     /// Ends a checkpoint whose [`LocalCommit`] was written (or abandoned):
@@ -311,7 +327,7 @@ impl TaskStore {
         checkpoint: &Checkpoint,
     ) -> Result<(), StateError> {
         debug_assert!(self.cache.is_empty());
-        write_checkpoint(&self.db, &self.path, Staged::new(&self.db, entries), snapshot, checkpoint).map(drop)
+        write_checkpoint(&self.db, &self.path, Staged::new(self.cf_state, entries), snapshot, checkpoint).map(drop)
     }
 
     /// Forgets the dirty entries, frozen ones too (rollback to the last
@@ -369,18 +385,33 @@ impl Drop for TaskStore {
 }
 
 /// State changes sent to the changelog ahead of their checkpoint.
-pub struct Ahead(Vec<u8>);
+pub struct Ahead {
+    records: Vec<u8>,
+    /// Where their RocksDB records go: their store's next checkpoint batch.
+    staged: Arc<Mutex<Encoded>>,
+    cf: u32,
+}
 
 impl Ahead {
     /// The entries (`None`: deleted), in the order they must be sent.
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        cache::records(&self.0)
+        cache::records(&self.records)
+    }
+
+    /// Adds the entries, in key order, to the RocksDB batch of the
+    /// checkpoint that will complete them, after what was added before: so
+    /// the batch replays what the changelog gets, in its order. Every piece
+    /// must be staged, in the order taken, before that checkpoint's
+    /// [`LocalCommit::stage`]: the checkpointer does it as it sends them.
+    pub fn stage(self) {
+        let mut staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        staged.append_sorted(self.cf, cache::records(&self.records));
     }
 }
 
 impl std::fmt::Debug for Ahead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ahead({} bytes)", self.0.len())
+        write!(f, "Ahead({} bytes)", self.records.len())
     }
 }
 
@@ -393,6 +424,9 @@ pub struct LocalCommit {
     db: Arc<DB>,
     path: PathBuf,
     delta: Arc<Cache>,
+    /// The RocksDB records of the entries sent ahead (see [`Ahead::stage`]).
+    ahead: Arc<Mutex<Encoded>>,
+    cf: u32,
 }
 
 impl std::fmt::Debug for LocalCommit {
@@ -414,10 +448,16 @@ impl LocalCommit {
         self.delta.unsent_entries()
     }
 
-    /// Builds the RocksDB batch of all the entries, in key order (on any
-    /// thread: the checkpointer builds it while the changelog records are sent).
+    /// Builds the RocksDB batch of all the entries (on any thread: the
+    /// checkpointer builds it while the changelog records are sent): the
+    /// records of those sent ahead, staged as they were sent, then the rest
+    /// in key order. Takes what was staged ahead, so it is built once.
     pub fn stage(&self) -> Staged {
-        Staged::new(&self.db, self.delta.entries())
+        let mut encoded = std::mem::take(&mut *self.ahead.lock().unwrap_or_else(PoisonError::into_inner));
+        encoded.append_sorted(self.cf, self.delta.unsent_entries());
+        let deleted = self.delta.deleted() as u64;
+        let stats = CommitStats { keys_written: self.delta.len() as u64 - deleted, keys_deleted: deleted };
+        Staged::from_encoded(encoded, stats)
     }
 
     /// Writes the entries (`staged` by [`LocalCommit::stage`], or staged
@@ -456,26 +496,35 @@ mod tests {
         let ahead = s.take_ahead(1).expect("sent ahead");
         let sent: Vec<_> = ahead.entries().collect();
         assert_eq!(sent, vec![(&b"a"[..], Some(&b"2"[..])), (&b"b"[..], Some(&b"2"[..]))]);
+        ahead.stage();
         s.put(b"c", b"2").expect("put");
         s.discard_since_cut().expect("discard");
         assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
         let restated = s.take_ahead(0).expect("restatements");
-        let restated: Vec<_> = restated.entries().collect();
-        assert_eq!(restated, vec![(&b"a"[..], Some(&b"1"[..])), (&b"b"[..], None)]);
+        let entries: Vec<_> = restated.entries().collect();
+        assert_eq!(entries, vec![(&b"a"[..], Some(&b"1"[..])), (&b"b"[..], None)]);
+        restated.stage();
         assert!(s.take_ahead(0).is_none(), "restated once");
         // A checkpoint's changelog records are what was not sent ahead; its
-        // RocksDB batch, every entry.
+        // RocksDB batch, every entry: what was staged as it was sent (the
+        // restatements included), then the rest.
         s.put(b"d", b"1").expect("put");
-        s.take_ahead(1).expect("sent ahead");
+        s.put(b"f", b"1").expect("put");
+        s.take_ahead(1).expect("sent ahead").stage();
         s.put(b"d", b"2").expect("put");
         s.put(b"e", b"1").expect("put");
         let local = s.freeze();
         let delta: Vec<_> = local.delta().collect();
         assert_eq!(delta, vec![(&b"d"[..], Some(&b"2"[..])), (&b"e"[..], Some(&b"1"[..]))]);
-        assert_eq!(local.entries(), 2);
-        local.write(&ckpt(2), b"", None).expect("write");
+        assert_eq!(local.entries(), 3);
+        let stats = local.write(&ckpt(2), b"", None).expect("write");
+        assert_eq!((stats.keys_written, stats.keys_deleted), (3, 0));
         s.release();
-        assert_eq!(s.get(b"d").expect("get"), Some(b"2".to_vec()));
+        let read = |k: &[u8]| s.get(k).expect("get");
+        assert_eq!(
+            [read(b"a"), read(b"b"), read(b"c"), read(b"d"), read(b"e"), read(b"f")],
+            [Some(b"1".to_vec()), None, None, Some(b"2".to_vec()), Some(b"1".to_vec()), Some(b"1".to_vec())]
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Cache {
     /// checkpoint ([`Cache::take_unsent`]): its records are never rewritten
     /// in place, so a later value always lands after it.
     sent: usize,
+    /// Live entries that are deletes.
+    deleted: usize,
 }
 
 impl Cache {
@@ -111,8 +113,9 @@ impl Cache {
         match self.table.find_mut(hash, |s| s.hash == hash && key_at(arena, s.at) == key) {
             Some(slot) => {
                 let at = slot.at;
-                let old_len = value_at(arena, at).map_or(0, <[u8]>::len);
-                self.bytes -= super::entry_bytes(key.len(), old_len);
+                let old = value_at(arena, at);
+                self.deleted -= usize::from(old.is_none());
+                self.bytes -= super::entry_bytes(key.len(), old.map_or(0, <[u8]>::len));
                 let room = u32_at(arena, at + 4) as usize;
                 if new_len <= room && at >= self.sent {
                     let start = at + HEADER + key.len();
@@ -132,6 +135,12 @@ impl Cache {
             }
         }
         self.bytes += super::entry_bytes(key.len(), new_len);
+        self.deleted += usize::from(value.is_none());
+    }
+
+    /// Entries that are deletes.
+    pub fn deleted(&self) -> usize {
+        self.deleted
     }
 
     /// The entries (`None`: deleted), in arena order: the order they were
@@ -179,6 +188,7 @@ impl Cache {
         self.table.clear();
         self.bytes = 0;
         self.sent = 0;
+        self.deleted = 0;
     }
 }
 
@@ -275,6 +285,7 @@ mod tests {
         let bytes: usize =
             model.iter().map(|(k, v)| super::super::entry_bytes(k.len(), v.as_ref().map_or(0, Vec::len))).sum();
         assert_eq!(cache.bytes, bytes);
+        assert_eq!(cache.deleted(), model.values().filter(|v| v.is_none()).count());
         cache.clear();
         assert_eq!((cache.len(), cache.bytes(), cache.entries().count()), (0, 0, 0));
     }
