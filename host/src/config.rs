@@ -221,7 +221,7 @@ pub const KEYS: &[Key] = &[
         name: "statestore.changelog.ahead.bytes",
         kind: Kind::Bytes,
         default: Some("1048576"),
-        doc: "at_least_once: a task's state changes go to the changelog ahead of its next checkpoint whenever this many bytes of them accumulate, so that the checkpoint has only the rest to send; 0: all at the checkpoint",
+        doc: "at_least_once and exactly_once: a task's state changes go to the changelog ahead of its next checkpoint whenever this many bytes of them accumulate (under exactly_once in the interval's transaction), so that the checkpoint has only the rest to send; 0: all at the checkpoint",
     },
     Key {
         name: "replication.factor",

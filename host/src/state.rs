@@ -133,6 +133,12 @@ impl TaskStore {
     /// (works beside a running host).
     pub fn read_only(path: &Path) -> Result<(Restored, Entries), StateError> {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
+        let cfs = DB::list_cf(&Options::default(), path).map_err(err)?;
+        if ![CF_STATE, CF_META].iter().all(|n| cfs.iter().any(|c| c == n)) {
+            // A store killed while it was being created: no checkpoint yet
+            // (the next open creates its column families).
+            return Ok((Restored::default(), Vec::new()));
+        }
         let db = DB::open_cf_for_read_only(&Options::default(), path, [CF_STATE, CF_META], false).map_err(err)?;
         // Never written, so nothing to flush when it closes.
         let store = TaskStore::on(db, path, true);
@@ -330,11 +336,16 @@ impl TaskStore {
         write_checkpoint(&self.db, &self.path, Staged::new(self.cf_state, entries), snapshot, checkpoint).map(drop)
     }
 
-    /// Forgets the dirty entries, frozen ones too (rollback to the last
-    /// checkpoint; a frozen checkpoint's writer must have finished).
-    pub fn discard(&mut self) -> Result<(), StateError> {
+    /// Forgets the dirty entries, frozen ones too, and what was sent ahead
+    /// of them: rollback to the last checkpoint after an aborted transaction,
+    /// which took what was sent ahead with it. A frozen checkpoint's writer
+    /// must have finished. Pieces sent ahead that the checkpointer has yet to
+    /// [`Ahead::stage`] go to a batch no checkpoint takes.
+    pub fn discard(&mut self) {
         self.frozen = None;
-        self.discard_since_cut()
+        self.cache.clear();
+        self.restate = None;
+        self.ahead = Arc::default();
     }
 
     /// Forgets the entries written since the last cut and keeps the frozen
@@ -527,6 +538,46 @@ mod tests {
         );
     }
 
+    /// A rollback after an aborted transaction: what was sent ahead went
+    /// with it, and a piece the checkpointer stages after the rollback is
+    /// in no later checkpoint.
+    #[test]
+    fn discarding_everything_forgets_what_was_sent_ahead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+        s.put(b"a", b"1").expect("put");
+        s.commit(&ckpt(1), b"").expect("commit");
+        s.put(b"a", b"2").expect("put");
+        s.put(b"b", b"2").expect("put");
+        s.take_ahead(1).expect("sent ahead").stage();
+        s.put(b"c", b"2").expect("put");
+        let late = s.take_ahead(1).expect("sent ahead");
+        s.discard();
+        late.stage();
+        assert!(s.take_ahead(0).is_none(), "nothing to restate: the transaction took it");
+        assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
+        s.put(b"d", b"3").expect("put");
+        s.commit(&ckpt(2), b"").expect("commit");
+        let read = |k: &[u8]| s.get(k).expect("get");
+        assert_eq!(
+            [read(b"a"), read(b"b"), read(b"c"), read(b"d")],
+            [Some(b"1".to_vec()), None, None, Some(b"3".to_vec())]
+        );
+    }
+
+    /// A store killed between its creation and its column families' has
+    /// no checkpoint to show; a missing one is an error naming its path.
+    #[test]
+    fn reading_a_store_without_its_column_families_finds_no_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(DB::open_default(dir.path()).expect("create"));
+        let (restored, entries) = TaskStore::read_only(dir.path()).expect("read");
+        assert!(restored.checkpoint.is_none() && entries.is_empty());
+        let missing = dir.path().join("task-9");
+        let e = TaskStore::read_only(&missing).expect_err("no store");
+        assert!(e.to_string().contains("task-9"), "{e}");
+    }
+
     #[test]
     fn reads_see_own_writes_but_rocksdb_holds_only_checkpointed_state() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -593,7 +644,7 @@ mod tests {
         s.release();
         assert_eq!(s.get(b"a").expect("get"), Some(b"3".to_vec()));
         assert_eq!(s.get(b"c").expect("get"), Some(b"4".to_vec()));
-        s.discard().expect("discard");
+        s.discard();
         assert_eq!(s.get(b"c").expect("get"), Some(b"3".to_vec()));
     }
 

@@ -323,7 +323,7 @@ impl Task {
     pub fn reopen(self, env: &TaskEnv) -> Result<Task, TaskError> {
         let partition = self.partition;
         let mut store = self.instance.into_store();
-        store.discard().map_err(|source| TaskError::State { partition, source })?;
+        store.discard();
         let restored = store.read_checkpoint().map_err(|source| TaskError::State { partition, source })?;
         let instance = env
             .module

@@ -15,11 +15,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::changelog::STATE_KEY_PREFIX;
 use crate::checkpointer::{Checkpointer, Round};
 use crate::config::{Config, ProcessingGuarantee};
 use crate::pipeline::PipelineError;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{ChangelogSend, Sink, SinkError};
 use crate::source::SourceContext;
+use crate::state::Ahead;
 use crate::task::{CheckpointReport, Task, TaskEnv, TaskError, show_offsets};
 
 /// Why a checkpoint is taken (for the log line).
@@ -41,8 +43,12 @@ pub struct Tasks {
     pub(crate) sink: Sink,
     pub(crate) guarantee: ProcessingGuarantee,
     cache_max_bytes: usize,
-    /// At-least-once: `statestore.changelog.ahead.bytes` (else 0, never).
+    /// At-least-once and exactly-once: `statestore.changelog.ahead.bytes`
+    /// (else 0, never).
     ahead_bytes: usize,
+    /// Exactly-once: a send of changes ahead that librdkafka refused; the
+    /// transaction fails with it at the next cut.
+    ahead_refused: Option<SinkError>,
     pub(crate) by_partition: BTreeMap<i32, Task>,
     /// A failure inside a rebalance callback, reported by the loop.
     pub(crate) fatal: Option<PipelineError>,
@@ -97,9 +103,10 @@ impl Tasks {
             guarantee: config.processing_guarantee,
             cache_max_bytes: usize::try_from(config.cache_max_bytes).unwrap_or(usize::MAX),
             ahead_bytes: match config.processing_guarantee {
-                ProcessingGuarantee::AtLeastOnce => usize::try_from(config.changelog_ahead_bytes).unwrap_or(usize::MAX),
-                _ => 0,
+                ProcessingGuarantee::None => 0,
+                _ => usize::try_from(config.changelog_ahead_bytes).unwrap_or(usize::MAX),
             },
+            ahead_refused: None,
             by_partition: BTreeMap::new(),
             fatal: None,
             cache_full: false,
@@ -228,7 +235,15 @@ impl Tasks {
                     && let Some(changelog) = &self.env.changelog
                     && let Some(ahead) = task.take_ahead(self.ahead_bytes)
                 {
-                    self.checkpointer.send_ahead(&changelog.topic, partition, ahead);
+                    send_ahead(
+                        self.guarantee,
+                        &self.checkpointer,
+                        &mut self.sink,
+                        &mut self.ahead_refused,
+                        &changelog.topic,
+                        partition,
+                        ahead,
+                    );
                 }
             }
         }
@@ -354,10 +369,20 @@ impl Tasks {
         dirty: &[i32],
     ) -> Result<Option<Round>, PipelineError> {
         let Some(changelog) = &self.env.changelog else { unreachable!("exactly-once has a changelog") };
+        // Restatements of discarded changes sent ahead go before the markers.
+        for (p, task) in &mut self.by_partition {
+            if let Some(restated) = task.take_ahead(0) {
+                let (guarantee, topic) = (self.guarantee, &changelog.topic);
+                send_ahead(guarantee, &self.checkpointer, &mut self.sink, &mut self.ahead_refused, topic, *p, restated);
+            }
+        }
         let mut jobs = Vec::with_capacity(dirty.len());
         let mut tpl = TopicPartitionList::new();
-        let mut sent = Ok(());
+        let mut sent = self.ahead_refused.take().map_or(Ok(()), Err);
         for p in dirty {
+            if sent.is_err() {
+                break;
+            }
             let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
             for (topic, offset) in task.positions() {
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*offset));
@@ -367,9 +392,6 @@ impl Tasks {
                 .send_delta(&mut self.sink, &changelog.topic)
                 .and_then(|()| job.send_marker(&mut self.sink, &changelog.topic));
             jobs.push(job);
-            if sent.is_err() {
-                break;
-            }
         }
         let committed = sent.and_then(|()| {
             let group = consumer.group_metadata().ok_or(SinkError::Transaction {
@@ -442,6 +464,33 @@ impl Tasks {
     /// state is discarded and a restart replays from the last checkpoint.
     pub(crate) fn abandon(&mut self) {
         self.by_partition.clear();
+    }
+}
+
+/// Sends state changes taken ahead of their checkpoint (see
+/// [`crate::state::TaskStore::take_ahead`]). At-least-once: the checkpointer
+/// sends them, in its queue order, so before the next round's markers.
+/// Exactly-once: they go here, in the open transaction, which commits or
+/// aborts them with the rest of the interval, and the checkpointer builds
+/// their RocksDB records; a send librdkafka refuses fails the transaction at
+/// the next cut.
+fn send_ahead(
+    guarantee: ProcessingGuarantee,
+    checkpointer: &Checkpointer,
+    sink: &mut Sink,
+    refused: &mut Option<SinkError>,
+    topic: &str,
+    partition: i32,
+    ahead: Ahead,
+) {
+    match guarantee {
+        ProcessingGuarantee::ExactlyOnce => {
+            if refused.is_none() {
+                *refused = sink.send_changelog_entries(topic, partition, STATE_KEY_PREFIX, ahead.entries()).err();
+            }
+            checkpointer.stage_ahead(ahead);
+        }
+        _ => checkpointer.send_ahead(topic, partition, ahead),
     }
 }
 

@@ -35,7 +35,13 @@ fn read_uncommitted_count(topic: &str) -> usize {
 
 #[test]
 fn exactly_once_survives_ten_sigkills_with_every_output_once_to_read_committed() {
-    let app = App::new("eos", 3, &guest("wordcount"), "processing.guarantee = \"exactly_once\"");
+    // Every flush's state changes go ahead of the commit, in its transaction.
+    let app = App::new(
+        "eos",
+        3,
+        &guest("wordcount"),
+        "processing.guarantee = \"exactly_once\"\nstatestore.changelog.ahead.bytes = 1",
+    );
     let feeder = Feeder::start(&app.input, 50, 5000);
     kill_at_random_moments(&app, 10, |i, run_for| eprintln!("eos kill {i} after {run_for:?}"));
     feeder.stop();
