@@ -492,17 +492,23 @@ mod tests {
         Checkpoint::new(n, Default::default(), String::new())
     }
 
-    /// Changes sent ahead and then discarded come back as restatements of
-    /// the checkpointed values (a tombstone for a key never checkpointed),
-    /// once, before anything else the store sends ahead.
-    #[test]
-    fn discarding_changes_sent_ahead_restates_them() {
+    /// A store with `a` = 1 checkpointed, then `a` = 2 and `b` = 2 written.
+    fn checkpointed_then_dirty() -> (tempfile::TempDir, TaskStore) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
         s.put(b"a", b"1").expect("put");
         s.commit(&ckpt(1), b"").expect("commit");
         s.put(b"a", b"2").expect("put");
         s.put(b"b", b"2").expect("put");
+        (dir, s)
+    }
+
+    /// Changes sent ahead and then discarded come back as restatements of
+    /// the checkpointed values (a tombstone for a key never checkpointed),
+    /// once, before anything else the store sends ahead.
+    #[test]
+    fn discarding_changes_sent_ahead_restates_them() {
+        let (_dir, mut s) = checkpointed_then_dirty();
         assert!(s.take_ahead(1_000_000).is_none(), "below the threshold");
         let ahead = s.take_ahead(1).expect("sent ahead");
         let sent: Vec<_> = ahead.entries().collect();
@@ -543,12 +549,7 @@ mod tests {
     /// in no later checkpoint.
     #[test]
     fn discarding_everything_forgets_what_was_sent_ahead() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
-        s.put(b"a", b"1").expect("put");
-        s.commit(&ckpt(1), b"").expect("commit");
-        s.put(b"a", b"2").expect("put");
-        s.put(b"b", b"2").expect("put");
+        let (_dir, mut s) = checkpointed_then_dirty();
         s.take_ahead(1).expect("sent ahead").stage();
         s.put(b"c", b"2").expect("put");
         let late = s.take_ahead(1).expect("sent ahead");

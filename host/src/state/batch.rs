@@ -226,16 +226,22 @@ fn key_order<V>(entries: &[(&[u8], V)]) -> Vec<usize> {
 mod tests {
     use super::*;
 
+    /// A new database with column families `cfs` in a temporary directory.
+    fn db_with(cfs: &[&str]) -> (tempfile::TempDir, DB) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf(&opts, dir.path(), cfs).expect("open");
+        (dir, db)
+    }
+
     /// The encoded records are RocksDB's own: the bytes `put_cf` and
     /// `delete_cf` give, for keys and values around a varint's one-byte
     /// limit, in the default column family (id 0) and another.
     #[test]
     fn encoded_records_are_rocksdbs_own() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        let db = DB::open_cf(&opts, dir.path(), ["a", "b"]).expect("open");
+        let (_dir, db) = db_with(&["a", "b"]);
         let long = vec![7u8; 300];
         let entries: Vec<(&[u8], Option<&[u8]>)> = vec![
             (b"", Some(b"")),
@@ -267,11 +273,7 @@ mod tests {
     /// in the database, as in the changelog.
     #[test]
     fn a_later_run_wins() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        let db = DB::open_cf(&opts, dir.path(), ["s"]).expect("open");
+        let (_dir, db) = db_with(&["s"]);
         let cf = db.cf_handle("s").expect("s");
         let id = column_family_id(cf);
         let mut encoded = Encoded::default();
