@@ -232,18 +232,10 @@ impl Tasks {
                 }
                 // What is taken is sent: the changelog is checked first.
                 if self.ahead_bytes > 0
-                    && let Some(changelog) = &self.env.changelog
+                    && self.env.changelog.is_some()
                     && let Some(ahead) = task.take_ahead(self.ahead_bytes)
                 {
-                    send_ahead(
-                        self.guarantee,
-                        &self.checkpointer,
-                        &mut self.sink,
-                        &mut self.ahead_refused,
-                        &changelog.topic,
-                        partition,
-                        ahead,
-                    );
+                    self.send_ahead(partition, ahead);
                 }
             }
         }
@@ -344,13 +336,8 @@ impl Tasks {
     /// At-least-once: the cut. The checkpointer sends the changelog once the
     /// outputs before the cut are acknowledged, then writes RocksDB.
     fn cut_at_least_once(&mut self, dirty: &[i32]) -> Result<Round, PipelineError> {
+        self.send_restatements();
         let Some(changelog) = &self.env.changelog else { unreachable!("at-least-once has a changelog") };
-        // Restatements of discarded changes sent ahead go before any marker.
-        for (p, task) in &mut self.by_partition {
-            if let Some(restated) = task.take_ahead(0) {
-                self.checkpointer.send_ahead(&changelog.topic, *p, restated);
-            }
-        }
         let mut jobs = Vec::with_capacity(dirty.len());
         for p in dirty {
             let task = self.by_partition.get_mut(p).expect("dirty tasks exist");
@@ -368,14 +355,8 @@ impl Tasks {
         consumer: &BaseConsumer<SourceContext>,
         dirty: &[i32],
     ) -> Result<Option<Round>, PipelineError> {
+        self.send_restatements();
         let Some(changelog) = &self.env.changelog else { unreachable!("exactly-once has a changelog") };
-        // Restatements of discarded changes sent ahead go before the markers.
-        for (p, task) in &mut self.by_partition {
-            if let Some(restated) = task.take_ahead(0) {
-                let (guarantee, topic) = (self.guarantee, &changelog.topic);
-                send_ahead(guarantee, &self.checkpointer, &mut self.sink, &mut self.ahead_refused, topic, *p, restated);
-            }
-        }
         let mut jobs = Vec::with_capacity(dirty.len());
         let mut tpl = TopicPartitionList::new();
         let mut sent = self.ahead_refused.take().map_or(Ok(()), Err);
@@ -460,37 +441,43 @@ impl Tasks {
         Ok(())
     }
 
+    /// Sends task `partition`'s state changes taken ahead of its checkpoint
+    /// (see [`crate::state::TaskStore::take_ahead`]). At-least-once: the
+    /// checkpointer sends them, in its queue order, so before the next
+    /// round's markers. Exactly-once: they go here, in the open transaction,
+    /// which commits or aborts them with the rest of the interval, and the
+    /// checkpointer builds their RocksDB records; a send librdkafka refuses
+    /// fails the transaction at the next cut.
+    fn send_ahead(&mut self, partition: i32, ahead: Ahead) {
+        let Some(changelog) = &self.env.changelog else { unreachable!("state goes ahead only to a changelog") };
+        match self.guarantee {
+            ProcessingGuarantee::ExactlyOnce => {
+                if self.ahead_refused.is_none() {
+                    self.ahead_refused = self
+                        .sink
+                        .send_changelog_entries(&changelog.topic, partition, STATE_KEY_PREFIX, ahead.entries())
+                        .err();
+                }
+                self.checkpointer.stage_ahead(ahead);
+            }
+            _ => self.checkpointer.send_ahead(&changelog.topic, partition, ahead),
+        }
+    }
+
+    /// Restatements of discarded changes sent ahead (see
+    /// [`crate::state::TaskStore::discard_since_cut`]): before any marker.
+    fn send_restatements(&mut self) {
+        let restated: Vec<(i32, Ahead)> =
+            self.by_partition.iter_mut().filter_map(|(p, t)| t.take_ahead(0).map(|a| (*p, a))).collect();
+        for (p, ahead) in restated {
+            self.send_ahead(p, ahead);
+        }
+    }
+
     /// Drops every task without a checkpoint (after a failure): their dirty
     /// state is discarded and a restart replays from the last checkpoint.
     pub(crate) fn abandon(&mut self) {
         self.by_partition.clear();
-    }
-}
-
-/// Sends state changes taken ahead of their checkpoint (see
-/// [`crate::state::TaskStore::take_ahead`]). At-least-once: the checkpointer
-/// sends them, in its queue order, so before the next round's markers.
-/// Exactly-once: they go here, in the open transaction, which commits or
-/// aborts them with the rest of the interval, and the checkpointer builds
-/// their RocksDB records; a send librdkafka refuses fails the transaction at
-/// the next cut.
-fn send_ahead(
-    guarantee: ProcessingGuarantee,
-    checkpointer: &Checkpointer,
-    sink: &mut Sink,
-    refused: &mut Option<SinkError>,
-    topic: &str,
-    partition: i32,
-    ahead: Ahead,
-) {
-    match guarantee {
-        ProcessingGuarantee::ExactlyOnce => {
-            if refused.is_none() {
-                *refused = sink.send_changelog_entries(topic, partition, STATE_KEY_PREFIX, ahead.entries()).err();
-            }
-            checkpointer.stage_ahead(ahead);
-        }
-        _ => checkpointer.send_ahead(topic, partition, ahead),
     }
 }
 
