@@ -14,7 +14,7 @@
 //! It does not decide *when* to checkpoint (that is `task`) nor talk to Kafka.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, FlushOptions, IteratorMode, Options};
 
@@ -24,7 +24,7 @@ mod batch;
 mod cache;
 
 pub use batch::Staged;
-use batch::{Encoded, column_family_id, write_checkpoint};
+use batch::{Staging, column_family_id, write_checkpoint};
 use cache::Cache;
 
 const CF_STATE: &str = "state";
@@ -96,9 +96,7 @@ pub struct TaskStore {
     restate: Option<Cache>,
     /// The RocksDB records of the entries sent ahead since the last cut,
     /// built by the checkpointer as it sends them (see [`Ahead::stage`]).
-    ahead: Arc<Mutex<Encoded>>,
-    /// The id of the state column family, as a batch's records name it.
-    cf_state: u32,
+    staging: Arc<Staging>,
     write_through: bool,
 }
 
@@ -156,8 +154,7 @@ impl TaskStore {
             cache: Cache::default(),
             frozen: None,
             restate: None,
-            ahead: Arc::default(),
-            cf_state,
+            staging: Arc::new(Staging::new(cf_state)),
             write_through,
         }
     }
@@ -288,7 +285,7 @@ impl TaskStore {
             None if min_bytes > 0 && self.cache.unsent_bytes() >= min_bytes => self.cache.take_unsent(),
             None => return None,
         };
-        Some(Ahead { records, staged: Arc::clone(&self.ahead), cf: self.cf_state })
+        Some(Ahead { records, staging: Arc::clone(&self.staging) })
     }
 
     /// Writes the dirty entries, `checkpoint` and `snapshot` in one atomic batch,
@@ -308,13 +305,7 @@ impl TaskStore {
         assert!(self.frozen.is_none(), "{}: a checkpoint is still being written", self.path.display());
         let delta = Arc::new(std::mem::take(&mut self.cache));
         self.frozen = Some(Arc::clone(&delta));
-        LocalCommit {
-            db: Arc::clone(&self.db),
-            path: self.path.clone(),
-            delta,
-            ahead: Arc::clone(&self.ahead),
-            cf: self.cf_state,
-        }
+        LocalCommit { db: Arc::clone(&self.db), path: self.path.clone(), delta, staging: Arc::clone(&self.staging) }
     }
 
     /// Ends a checkpoint whose [`LocalCommit`] was written (or abandoned):
@@ -333,7 +324,7 @@ impl TaskStore {
         checkpoint: &Checkpoint,
     ) -> Result<(), StateError> {
         debug_assert!(self.cache.is_empty());
-        write_checkpoint(&self.db, &self.path, Staged::new(self.cf_state, entries), snapshot, checkpoint).map(drop)
+        write_checkpoint(&self.db, &self.path, Staged::new(self.staging.cf(), entries), snapshot, checkpoint).map(drop)
     }
 
     /// Forgets the dirty entries, frozen ones too, and what was sent ahead
@@ -345,7 +336,7 @@ impl TaskStore {
         self.frozen = None;
         self.cache.clear();
         self.restate = None;
-        self.ahead = Arc::default();
+        self.staging = Arc::new(Staging::new(self.staging.cf()));
     }
 
     /// Forgets the entries written since the last cut and keeps the frozen
@@ -399,8 +390,7 @@ impl Drop for TaskStore {
 pub struct Ahead {
     records: Vec<u8>,
     /// Where their RocksDB records go: their store's next checkpoint batch.
-    staged: Arc<Mutex<Encoded>>,
-    cf: u32,
+    staging: Arc<Staging>,
 }
 
 impl Ahead {
@@ -415,8 +405,7 @@ impl Ahead {
     /// must be staged, in the order taken, before that checkpoint's
     /// [`LocalCommit::stage`]: the checkpointer does it as it sends them.
     pub fn stage(self) {
-        let mut staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
-        staged.append_sorted(self.cf, cache::records(&self.records));
+        self.staging.append_sorted(cache::records(&self.records));
     }
 }
 
@@ -436,8 +425,7 @@ pub struct LocalCommit {
     path: PathBuf,
     delta: Arc<Cache>,
     /// The RocksDB records of the entries sent ahead (see [`Ahead::stage`]).
-    ahead: Arc<Mutex<Encoded>>,
-    cf: u32,
+    staging: Arc<Staging>,
 }
 
 impl std::fmt::Debug for LocalCommit {
@@ -464,8 +452,8 @@ impl LocalCommit {
     /// records of those sent ahead, staged as they were sent, then the rest
     /// in key order. Takes what was staged ahead, so it is built once.
     pub fn stage(&self) -> Staged {
-        let mut encoded = std::mem::take(&mut *self.ahead.lock().unwrap_or_else(PoisonError::into_inner));
-        encoded.append_sorted(self.cf, self.delta.unsent_entries());
+        let mut encoded = self.staging.take();
+        encoded.append_sorted(self.staging.cf(), self.delta.unsent_entries());
         let deleted = self.delta.deleted() as u64;
         let stats = CommitStats { keys_written: self.delta.len() as u64 - deleted, keys_deleted: deleted };
         Staged::from_encoded(encoded, stats)

@@ -4,6 +4,7 @@
 //! checkpoint record and the snapshot in one `db.write`.
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use rocksdb::{DB, WriteBatch};
 
@@ -41,12 +42,46 @@ impl Staged {
     pub(super) fn new<'a>(cf: u32, entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Staged {
         let mut encoded = Encoded::default();
         let stats = encoded.append_sorted(cf, entries);
-        Staged { batch: encoded.into_batch(), stats }
+        Staged::from_encoded(encoded, stats)
     }
 
     /// A batch of records encoded before, with the checkpoint's figures.
     pub(super) fn from_encoded(encoded: Encoded, stats: CommitStats) -> Staged {
         Staged { batch: encoded.into_batch(), stats }
+    }
+}
+
+/// The next checkpoint's batch of one store, as far as it is built ahead of
+/// its cut: the records of the entries sent to the changelog ahead of it
+/// (see [`super::Ahead::stage`]), shared by the store, the pieces it sends
+/// ahead and the checkpoint that takes them.
+pub(super) struct Staging {
+    /// The id of the state column family, as a batch's records name it.
+    cf: u32,
+    encoded: Mutex<Encoded>,
+}
+
+impl Staging {
+    pub(super) fn new(cf: u32) -> Staging {
+        Staging { cf, encoded: Mutex::default() }
+    }
+
+    pub(super) fn cf(&self) -> u32 {
+        self.cf
+    }
+
+    /// Appends a run of `entries` in key order (see [`Encoded::append_sorted`]).
+    pub(super) fn append_sorted<'a>(&self, entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) {
+        self.lock().append_sorted(self.cf, entries);
+    }
+
+    /// What was built, leaving nothing behind.
+    pub(super) fn take(&self) -> Encoded {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Encoded> {
+        self.encoded.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
