@@ -116,11 +116,28 @@ fn db_options() -> Options {
     o
 }
 
+/// Options of the state column family. A checkpoint writes its keys in
+/// sorted runs, so each memtable insert lands just after the previous one.
+/// One insertion hint for the whole memtable (a prefix of length 0) lets
+/// the insert start there instead of at the skiplist's top. Measured on
+/// 1M sorted 16-byte keys into a memtable already holding them: 230 ms
+/// against 520 ms; into an empty one, no change; 500k random single puts,
+/// no change (stop 16).
+fn state_cf_options() -> Result<Options, rocksdb::Error> {
+    Options::get_options_from_string(
+        &mut Options::default(),
+        "memtable_insert_with_hint_prefix_extractor=rocksdb.CappedPrefix.0",
+    )
+}
+
 impl TaskStore {
     /// Opens (creating if missing) the store at `path` and reads its last checkpoint.
     pub fn open(path: &Path, write_through: bool) -> Result<(TaskStore, Restored), StateError> {
         let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
-        let cfs = [CF_STATE, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = [
+            ColumnFamilyDescriptor::new(CF_STATE, state_cf_options().map_err(err)?),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
         let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?;
         let store = TaskStore::on(db, path, write_through);
         let restored = store.read_checkpoint()?;
@@ -565,6 +582,28 @@ mod tests {
         let missing = dir.path().join("task-9");
         let e = TaskStore::read_only(&missing).expect_err("no store");
         assert!(e.to_string().contains("task-9"), "{e}");
+    }
+
+    /// The state column family is opened with the memtable insertion hint
+    /// (RocksDB records each column family's options in its OPTIONS file).
+    #[test]
+    fn the_state_column_family_inserts_with_a_hint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(TaskStore::open(dir.path(), false).expect("open"));
+        let options = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("OPTIONS-")))
+            .map(|p| std::fs::read_to_string(p).expect("read OPTIONS"))
+            .expect("an OPTIONS file");
+        let section = |cf: &str| {
+            let start = options.find(&format!("[CFOptions \"{cf}\"]")).expect(cf);
+            let rest = &options[start + 1..];
+            rest[..rest.find("\n[").unwrap_or(rest.len())].to_string()
+        };
+        let hint = "memtable_insert_with_hint_prefix_extractor=rocksdb.CappedPrefix.0";
+        assert!(section(CF_STATE).contains(hint), "{}", section(CF_STATE));
+        assert!(!section(CF_META).contains(hint));
     }
 
     #[test]
