@@ -1,0 +1,209 @@
+//! Tests of the task store: what RocksDB holds against the write-back cache,
+//! changes sent ahead and their restatement, prefix scans, write-through,
+//! the cache's size, and reading a store beside a running host.
+
+use super::*;
+
+fn ckpt(n: u64) -> Checkpoint {
+    Checkpoint::new(n, Default::default(), String::new())
+}
+
+/// A store with `a` = 1 checkpointed, then `a` = 2 and `b` = 2 written.
+fn checkpointed_then_dirty() -> (tempfile::TempDir, TaskStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+    s.put(b"a", b"1").expect("put");
+    s.commit(&ckpt(1), b"").expect("commit");
+    s.put(b"a", b"2").expect("put");
+    s.put(b"b", b"2").expect("put");
+    (dir, s)
+}
+
+/// Changes sent ahead and then discarded come back as restatements of
+/// the checkpointed values (a tombstone for a key never checkpointed),
+/// once, before anything else the store sends ahead.
+#[test]
+fn discarding_changes_sent_ahead_restates_them() {
+    let (_dir, mut s) = checkpointed_then_dirty();
+    assert!(s.take_ahead(1_000_000).is_none(), "below the threshold");
+    let ahead = s.take_ahead(1).expect("sent ahead");
+    let sent: Vec<_> = ahead.entries().collect();
+    assert_eq!(sent, vec![(&b"a"[..], Some(&b"2"[..])), (&b"b"[..], Some(&b"2"[..]))]);
+    ahead.stage();
+    s.put(b"c", b"2").expect("put");
+    s.discard_since_cut().expect("discard");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
+    let restated = s.take_ahead(0).expect("restatements");
+    let entries: Vec<_> = restated.entries().collect();
+    assert_eq!(entries, vec![(&b"a"[..], Some(&b"1"[..])), (&b"b"[..], None)]);
+    restated.stage();
+    assert!(s.take_ahead(0).is_none(), "restated once");
+    // A checkpoint's changelog records are what was not sent ahead; its
+    // RocksDB batch, every entry: what was staged as it was sent (the
+    // restatements included), then the rest.
+    s.put(b"d", b"1").expect("put");
+    s.put(b"f", b"1").expect("put");
+    s.take_ahead(1).expect("sent ahead").stage();
+    s.put(b"d", b"2").expect("put");
+    s.put(b"e", b"1").expect("put");
+    let local = s.freeze();
+    let delta: Vec<_> = local.delta().collect();
+    assert_eq!(delta, vec![(&b"d"[..], Some(&b"2"[..])), (&b"e"[..], Some(&b"1"[..]))]);
+    assert_eq!(local.entries(), 3);
+    let stats = local.write(&ckpt(2), b"", None).expect("write");
+    assert_eq!((stats.keys_written, stats.keys_deleted), (3, 0));
+    s.release();
+    let read = |k: &[u8]| s.get(k).expect("get");
+    assert_eq!(
+        [read(b"a"), read(b"b"), read(b"c"), read(b"d"), read(b"e"), read(b"f")],
+        [Some(b"1".to_vec()), None, None, Some(b"2".to_vec()), Some(b"1".to_vec()), Some(b"1".to_vec())]
+    );
+}
+
+/// A rollback after an aborted transaction: what was sent ahead went
+/// with it, and a piece the checkpointer stages after the rollback is
+/// in no later checkpoint.
+#[test]
+fn discarding_everything_forgets_what_was_sent_ahead() {
+    let (_dir, mut s) = checkpointed_then_dirty();
+    s.take_ahead(1).expect("sent ahead").stage();
+    s.put(b"c", b"2").expect("put");
+    let late = s.take_ahead(1).expect("sent ahead");
+    s.discard();
+    late.stage();
+    assert!(s.take_ahead(0).is_none(), "nothing to restate: the transaction took it");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
+    s.put(b"d", b"3").expect("put");
+    s.commit(&ckpt(2), b"").expect("commit");
+    let read = |k: &[u8]| s.get(k).expect("get");
+    assert_eq!(
+        [read(b"a"), read(b"b"), read(b"c"), read(b"d")],
+        [Some(b"1".to_vec()), None, None, Some(b"3".to_vec())]
+    );
+}
+
+/// A store killed between its creation and its column families' has
+/// no checkpoint to show; a missing one is an error naming its path.
+#[test]
+fn reading_a_store_without_its_column_families_finds_no_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(DB::open_default(dir.path()).expect("create"));
+    let (restored, entries) = TaskStore::read_only(dir.path()).expect("read");
+    assert!(restored.checkpoint.is_none() && entries.is_empty());
+    let missing = dir.path().join("task-9");
+    let e = TaskStore::read_only(&missing).expect_err("no store");
+    assert!(e.to_string().contains("task-9"), "{e}");
+}
+
+/// The state column family is opened with the memtable insertion hint
+/// (RocksDB records each column family's options in its OPTIONS file).
+#[test]
+fn the_state_column_family_inserts_with_a_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(TaskStore::open(dir.path(), false).expect("open"));
+    let options = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("OPTIONS-")))
+        .map(|p| std::fs::read_to_string(p).expect("read OPTIONS"))
+        .expect("an OPTIONS file");
+    let section = |cf: &str| {
+        let start = options.find(&format!("[CFOptions \"{cf}\"]")).expect(cf);
+        let rest = &options[start + 1..];
+        rest[..rest.find("\n[").unwrap_or(rest.len())].to_string()
+    };
+    let hint = "memtable_insert_with_hint_prefix_extractor=rocksdb.CappedPrefix.0";
+    assert!(section(CF_STATE).contains(hint), "{}", section(CF_STATE));
+    assert!(!section(CF_META).contains(hint));
+}
+
+#[test]
+fn reads_see_own_writes_but_rocksdb_holds_only_checkpointed_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, r) = TaskStore::open(dir.path(), false).expect("open");
+    assert!(r.checkpoint.is_none());
+    s.put(b"a", b"1").expect("put");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
+    drop(s); // crash before a checkpoint
+    let (mut s, r) = TaskStore::open(dir.path(), false).expect("reopen");
+    assert!(r.checkpoint.is_none());
+    assert_eq!(s.get(b"a").expect("get"), None);
+    s.put(b"a", b"2").expect("put");
+    s.commit(&ckpt(1), b"snap").expect("commit");
+    s.delete(b"a").expect("delete");
+    assert_eq!(s.get(b"a").expect("get"), None);
+    drop(s);
+    let (s, r) = TaskStore::open(dir.path(), false).expect("reopen");
+    assert_eq!(r.checkpoint.map(|c| c.number), Some(1));
+    assert_eq!(r.snapshot, b"snap");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"2".to_vec()));
+}
+
+#[test]
+fn scan_prefix_merges_cache_over_db_in_key_order_with_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+    for k in ["p/1", "p/3", "p/5", "q/1"] {
+        s.put(k.as_bytes(), b"db").expect("put");
+    }
+    s.commit(&ckpt(1), b"").expect("commit");
+    s.put(b"p/2", b"c").expect("put");
+    s.put(b"p/3", b"c").expect("put");
+    s.delete(b"p/5").expect("delete");
+    let all: Vec<(String, String)> = s
+        .scan_prefix(b"p/", 0)
+        .expect("scan")
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(&k).into(), String::from_utf8_lossy(&v).into()))
+        .collect();
+    assert_eq!(all, [("p/1", "db"), ("p/2", "c"), ("p/3", "c")].map(|(a, b)| (a.to_string(), b.to_string())));
+    assert_eq!(s.scan_prefix(b"p/", 2).expect("scan").len(), 2);
+}
+
+#[test]
+fn apply_keeps_the_last_of_equal_keys_and_frozen_entries_stay_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+    let log: [(&[u8], Option<&[u8]>); 4] = [(b"b", Some(b"1")), (b"a", Some(b"1")), (b"b", None), (b"a", Some(b"2"))];
+    s.apply(log.into_iter(), None, &ckpt(1)).expect("apply");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(s.get(b"b").expect("get"), None);
+    // A checkpoint being written: its entries are read under newer writes.
+    s.put(b"a", b"3").expect("put");
+    s.put(b"c", b"3").expect("put");
+    let local = s.freeze();
+    s.put(b"c", b"4").expect("put");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"3".to_vec()));
+    assert_eq!(s.get(b"c").expect("get"), Some(b"4".to_vec()));
+    let keys = |s: &TaskStore| s.scan_prefix(b"", 0).expect("scan");
+    assert_eq!(keys(&s), [(b"a".to_vec(), b"3".to_vec()), (b"c".to_vec(), b"4".to_vec())]);
+    let stats = local.write(&ckpt(2), b"", Some(local.stage())).expect("write");
+    assert_eq!((stats.keys_written, stats.keys_deleted), (2, 0));
+    s.release();
+    assert_eq!(s.get(b"a").expect("get"), Some(b"3".to_vec()));
+    assert_eq!(s.get(b"c").expect("get"), Some(b"4".to_vec()));
+    s.discard();
+    assert_eq!(s.get(b"c").expect("get"), Some(b"3".to_vec()));
+}
+
+#[test]
+fn write_through_writes_immediately() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = TaskStore::open(dir.path(), true).expect("open");
+    s.put(b"a", b"1").expect("put");
+    drop(s);
+    let (s, _) = TaskStore::open(dir.path(), true).expect("reopen");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
+}
+
+#[test]
+fn dirty_bytes_tracks_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+    s.put(b"k", &[0; 100]).expect("put");
+    let one = s.dirty_bytes();
+    s.put(b"k", &[0; 100]).expect("put");
+    assert_eq!(s.dirty_bytes(), one);
+    s.commit(&ckpt(1), b"").expect("commit");
+    assert_eq!(s.dirty_bytes(), 0);
+}
