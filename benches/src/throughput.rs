@@ -20,8 +20,9 @@ pub struct Args {
     /// Kafka bootstrap servers (scripts/bench starts a broker).
     #[arg(long)]
     bootstrap: String,
-    /// Input records of the plain loop and the map rows: enough for several
-    /// commit intervals at 1000 ms.
+    /// Input records of the plain loop, the map and the per-key count rows:
+    /// enough for several commit intervals at 1000 ms. The count sees
+    /// min(records, 1,000,000) distinct keys; below 1M its goal is not judged.
     #[arg(long, default_value_t = 2_000_000)]
     records: usize,
     /// Input records (~100-byte sentences) of the word-count rows.
@@ -44,8 +45,9 @@ pub struct Args {
     /// Records/s fed to the memory row, over its 8 partitions.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) rss_rate: u64,
-    /// A short run (about 2 minutes on 2 cores): 300,000 records, 30,000
-    /// sentences, one run per row, the 1000 ms rows and a 30 s memory row.
+    /// A short run (about 2 minutes on 2 cores): 300,000 records (so the
+    /// count has 300,000 keys, and its goal is not judged), 30,000 sentences,
+    /// one run per row, the 1000 ms rows and a 30 s memory row.
     #[arg(long)]
     quick: bool,
 }
@@ -285,14 +287,21 @@ fn spec(name: &str) -> Option<Spec<'_>> {
     Some(Spec { workload, eos: g == "eos", interval_ms: ms.parse().ok()? })
 }
 
-fn label(s: &Spec<'_>) -> String {
+/// How the per-key count's keys are named in the table: "1M" at the goal's
+/// size, the number itself on a shorter input (`--quick`, `--records`).
+fn keys_label(keys: usize) -> String {
+    if keys == KEYS { "1M".to_string() } else { keys.to_string() }
+}
+
+/// A row's label; `keys`: the distinct keys of the per-key count's input.
+fn label(s: &Spec<'_>, keys: usize) -> String {
     let what = match s.workload {
-        "map" => "stateless WASM map",
-        "native" => "the same map compiled into the host",
-        "count" => "per-key count (1M keys, RocksDB state)",
-        "wordcount" => "word count (~16 words/record)",
-        "state" => "per-key count, 1M keys: restart and rebuild",
-        _ => "Kafka Streams word count (reference)",
+        "map" => "stateless WASM map".to_string(),
+        "native" => "the same map compiled into the host".to_string(),
+        "count" => format!("per-key count ({} keys, RocksDB state)", keys_label(keys)),
+        "wordcount" => "word count (~16 words/record)".to_string(),
+        "state" => "per-key count, 1M keys: restart and rebuild".to_string(),
+        _ => "Kafka Streams word count (reference)".to_string(),
     };
     format!("{what}, {}, {} ms", if s.eos { "exactly_once" } else { "at_least_once" }, s.interval_ms)
 }
@@ -308,6 +317,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let args = &args;
     let (n, sentences) = (args.records, args.sentences);
+    // Input `i` has key `i % KEYS`.
+    let count_keys = n.min(KEYS);
     let b = args.bootstrap.as_str();
     let kv_in = unique("kv");
     let text_in = unique("text");
@@ -448,25 +459,40 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     line("plain rdkafka consume→produce loop (no WASM)", &plain);
     for (name, r) in results.iter().filter(|(_, r)| !r.median.is_nan()) {
         if let Some(sp) = spec(name) {
-            line(&label(&sp), r);
+            line(&label(&sp, count_keys), r);
         }
     }
 
     // The goals of the per-record path, from the rows above.
     let ratio = |a: &str, b: &str| if a == "plain" { plain.median } else { median(a) } / if b == "plain" { plain.median } else { median(b) };
-    let goals: [(&str, f64, f64); 8] = [
-        ("stateless WASM map / plain loop (1000 ms)", ratio("map-alos-1000", "plain"), 0.8),
-        ("per-key count, 1M keys, at_least_once / plain loop", ratio("count-alos-1000", "plain"), 0.5),
-        ("exactly_once / at_least_once, map, 1000 ms", ratio("map-eos-1000", "map-alos-1000"), 0.9),
-        ("exactly_once / at_least_once, word count, 1000 ms", ratio("wordcount-eos-1000", "wordcount-alos-1000"), 0.9),
-        ("exactly_once / at_least_once, per-key count, 1000 ms", ratio("count-eos-1000", "count-alos-1000"), 0.9),
-        ("WASM map / the same map compiled into the host", ratio("map-alos-1000", "native-alos-1000"), 0.9),
+    // The count's goal is set for 1M keys: fewer fit in RocksDB's memtable
+    // and make another workload, shown but not judged.
+    let count_goal = format!("per-key count, {} keys, at_least_once / plain loop", keys_label(count_keys));
+    let judged = count_keys == KEYS;
+    let goals: [(&str, f64, f64, bool); 8] = [
+        ("stateless WASM map / plain loop (1000 ms)", ratio("map-alos-1000", "plain"), 0.8, true),
+        (&count_goal, ratio("count-alos-1000", "plain"), 0.5, judged),
+        ("exactly_once / at_least_once, map, 1000 ms", ratio("map-eos-1000", "map-alos-1000"), 0.9, true),
+        (
+            "exactly_once / at_least_once, word count, 1000 ms",
+            ratio("wordcount-eos-1000", "wordcount-alos-1000"),
+            0.9,
+            true,
+        ),
+        ("exactly_once / at_least_once, per-key count, 1000 ms", ratio("count-eos-1000", "count-alos-1000"), 0.9, true),
+        ("WASM map / the same map compiled into the host", ratio("map-alos-1000", "native-alos-1000"), 0.9, true),
         (
             "word count: wasmstream / Kafka Streams, at_least_once",
             ratio("wordcount-alos-1000", "kstreams-alos-1000"),
             3.0,
+            true,
         ),
-        ("word count: wasmstream / Kafka Streams, exactly_once", ratio("wordcount-eos-1000", "kstreams-eos-1000"), 3.0),
+        (
+            "word count: wasmstream / Kafka Streams, exactly_once",
+            ratio("wordcount-eos-1000", "kstreams-eos-1000"),
+            3.0,
+            true,
+        ),
     ];
     println!("\n{:<64} {:>10} {:>8} {:>8}", "goal", "measured", "goal", "");
     let verdict = |value: f64, met: bool| {
@@ -478,8 +504,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "NOT met"
         }
     };
-    for (what, value, goal) in goals {
-        println!("{what:<64} {value:>10.3} {:>8} {:>8}", format!("≥ {goal}"), verdict(value, value >= goal));
+    for (what, value, goal, judge) in goals {
+        let v = if judge || value.is_nan() { verdict(value, value >= goal) } else { "fewer keys" };
+        println!("{what:<64} {value:>10.3} {:>8} {v:>8}", format!("≥ {goal}"));
     }
     // The state rows: medians over the rounds.
     let median_of = |f: &dyn Fn(&StateRun) -> Duration| {
