@@ -21,10 +21,12 @@ use crate::throughput::{Args, KEYS, config_text, kv, parse_config, unique};
 pub(crate) struct StateRun {
     pub(crate) checkpoint_keys: u64,
     pub(crate) checkpoint: Duration,
-    /// From the cut until the checkpoint's changelog records were all queued
-    /// (its RocksDB batch built beside them), and until the changelog had
-    /// acknowledged them with the marker; the RocksDB write takes the rest.
+    /// From the cut until the checkpoint's changelog records were all
+    /// queued, until its RocksDB records (a table, for 1M keys) were built
+    /// beside them, and until the changelog had acknowledged them with the
+    /// marker; the RocksDB write takes the rest.
     pub(crate) queued: Duration,
+    pub(crate) built: Duration,
     pub(crate) acknowledged: Duration,
     pub(crate) stall: Duration,
     pub(crate) restart: Duration,
@@ -80,6 +82,7 @@ pub(crate) fn state_run(
         checkpoint_keys: largest.keys,
         checkpoint: largest.total,
         queued: phase(largest.queued)?,
+        built: phase(largest.built)?,
         acknowledged: phase(largest.acknowledged)?,
         stall: largest.stall,
         restart,

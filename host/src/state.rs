@@ -24,13 +24,16 @@ mod batch;
 mod cache;
 
 pub use batch::Staged;
-use batch::{Staging, column_family_id, write_checkpoint};
+use batch::{Staging, column_family_id, finish_table, write_checkpoint};
 use cache::Cache;
 
 const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
 const META_CHECKPOINT: &[u8] = b"checkpoint";
 const META_SNAPSHOT: &[u8] = b"snapshot";
+/// The table file of a checkpoint whose record is written but whose entries
+/// may not be ingested yet (see [`batch::write_checkpoint`]).
+const META_TABLE: &[u8] = b"table";
 
 /// Bytes a cache entry costs beyond its key and value (for the size limit).
 const ENTRY_OVERHEAD: usize = 48;
@@ -139,6 +142,7 @@ impl TaskStore {
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_options(), path, cfs).map_err(err)?;
+        finish_table(&db, path)?;
         let store = TaskStore::on(db, path, write_through);
         let restored = store.read_checkpoint()?;
         Ok((store, restored))
@@ -341,7 +345,8 @@ impl TaskStore {
         checkpoint: &Checkpoint,
     ) -> Result<(), StateError> {
         debug_assert!(self.cache.is_empty());
-        write_checkpoint(&self.db, &self.path, Staged::new(self.staging.cf(), entries), snapshot, checkpoint).map(drop)
+        let staged = Staged::new(self.staging.cf(), entries, &self.path);
+        write_checkpoint(&self.db, &self.path, staged, snapshot, checkpoint).map(drop)
     }
 
     /// Forgets the dirty entries, frozen ones too, and what was sent ahead
@@ -473,7 +478,7 @@ impl LocalCommit {
         encoded.append_sorted(self.staging.cf(), self.delta.unsent_entries());
         let deleted = self.delta.deleted() as u64;
         let stats = CommitStats { keys_written: self.delta.len() as u64 - deleted, keys_deleted: deleted };
-        Staged::from_encoded(encoded, stats)
+        Staged::for_store(encoded, stats, &self.path)
     }
 
     /// Writes the entries (`staged` by [`LocalCommit::stage`], or staged

@@ -79,7 +79,8 @@ struct Cutting {
 
 /// How long a round of checkpoints took: from its cut until RocksDB held it,
 /// and how long processing stalled for it. At-least-once rounds also say
-/// when, after the cut, their changelog records were all queued and when the
+/// when, after the cut, their changelog records were all queued, when their
+/// RocksDB records were built beside them (large rounds) and when the
 /// changelog had acknowledged them (the RocksDB write takes the rest);
 /// exactly-once rounds commit their changelog records within the stall.
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,6 +89,7 @@ pub struct CheckpointTimes {
     pub total: Duration,
     pub stall: Duration,
     pub queued: Option<Duration>,
+    pub built: Option<Duration>,
     pub acknowledged: Option<Duration>,
 }
 
@@ -315,6 +317,7 @@ impl Tasks {
             total: since_cut(finished),
             stall: cutting.stall,
             queued: phases.map(|p| since_cut(p.queued)),
+            built: phases.and_then(|p| p.built).map(since_cut),
             acknowledged: phases.map(|p| since_cut(p.acknowledged)),
         };
         // A stop or a revoke waits for its checkpoint by design.

@@ -1,18 +1,41 @@
 //! A checkpoint's RocksDB batch: its state entries in runs in key order,
 //! built ahead of the write (on any thread, and for the entries sent to the
 //! changelog ahead of the checkpoint, before its cut), then written with the
-//! checkpoint record and the snapshot in one `db.write`.
+//! checkpoint record and the snapshot in one `db.write`. A large one is
+//! built as a table file instead and ingested (see [`TABLE_FROM`]).
 
-use std::path::Path;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Mutex, PoisonError};
 
-use rocksdb::{DB, WriteBatch};
+use rocksdb::{DB, IngestExternalFileOptions, SstFileWriter, WriteBatch};
 
-use super::{CF_META, CommitStats, META_CHECKPOINT, META_SNAPSHOT, StateError};
+use super::{CF_META, CF_STATE, CommitStats, META_CHECKPOINT, META_SNAPSHOT, META_TABLE, StateError};
 use crate::checkpoint::Checkpoint;
 
-/// Writes one checkpoint in one batch: its state entries (staged), its
-/// record and (unless `None`: the log no longer has it) its snapshot.
+/// State entries from which a checkpoint's are written as a table file,
+/// built beside the changelog records as the batch would be, and ingested,
+/// rather than as a batch through the memtable. The ingest takes 1–3 ms
+/// against 200–300 ms for a batch of 1M entries, most of whose work is
+/// the memtable's inserts; building the file costs about what encoding the
+/// batch did. A smaller checkpoint stays a batch: its entries are read back
+/// from the memtable faster than from a table file (measured on 1M keys,
+/// stop 17), and each table adds a file to level 0.
+pub(super) const TABLE_FROM: u32 = 100_000;
+
+/// Where a store's checkpoint tables are built, inside its directory.
+pub(super) fn tables_dir(store: &Path) -> PathBuf {
+    store.join("checkpoint-tables")
+}
+
+/// Writes one checkpoint atomically: its state entries (staged), its record
+/// and (unless `None`: the log no longer has it) its snapshot. A batch goes
+/// in one `db.write`. A table goes in two steps: the record, the snapshot
+/// and the table's name in one write, then the table's ingest, which
+/// [`finish_table`] repeats at the next open if the process dies between
+/// them (so the record never stands without its entries).
 pub(super) fn write_checkpoint(
     db: &DB,
     path: &Path,
@@ -20,34 +43,141 @@ pub(super) fn write_checkpoint(
     snapshot: Option<&[u8]>,
     checkpoint: &Checkpoint,
 ) -> Result<CommitStats, StateError> {
-    let Staged { mut batch, stats } = staged;
+    let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
+    let Staged { stage, stats } = staged;
     let meta = db.cf_handle(CF_META).expect("column families are created at open");
+    let (mut batch, table) = match stage {
+        Stage::Batch(batch) => (batch, None),
+        Stage::Table(table) => (WriteBatch::default(), Some(table)),
+    };
     batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
     if let Some(s) = snapshot {
         batch.put_cf(meta, META_SNAPSHOT, s);
     }
-    db.write(batch).map_err(|source| StateError::Rocks { path: path.to_path_buf(), source })?;
+    let Some(mut table) = table else {
+        db.write(batch).map_err(err)?;
+        return Ok(stats);
+    };
+    batch.put_cf(meta, META_TABLE, table.name());
+    db.write(batch).map_err(err)?;
+    // The record names the table now: it must outlive a failed ingest, for
+    // the next open to ingest it.
+    table.keep = true;
+    ingest(db, &table.file).map_err(err)?;
+    db.delete_cf(meta, META_TABLE).map_err(err)?;
     Ok(stats)
 }
 
-/// A checkpoint's state entries as a RocksDB batch, built ahead of its write.
+/// Ingests the table a checkpoint record names, if its write stopped before
+/// (called at open). A table no longer there was ingested: the ingest moves
+/// it into the store. Other files in the tables' directory were built for
+/// checkpoints never written, and are removed.
+pub(super) fn finish_table(db: &DB, path: &Path) -> Result<(), StateError> {
+    let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
+    let meta = db.cf_handle(CF_META).expect("column families are created at open");
+    let dir = tables_dir(path);
+    if let Some(name) = db.get_cf(meta, META_TABLE).map_err(err)? {
+        let file = dir.join(String::from_utf8_lossy(&name).as_ref());
+        if file.exists() {
+            tracing::info!("{}: ingesting {}, the last checkpoint's entries", path.display(), file.display());
+            ingest(db, &file).map_err(err)?;
+        }
+        db.delete_cf(meta, META_TABLE).map_err(err)?;
+    }
+    if let Ok(stray) = std::fs::read_dir(&dir) {
+        for file in stray.flatten() {
+            if let Err(e) = std::fs::remove_file(file.path()) {
+                tracing::warn!("cannot remove {}, a checkpoint table never written: {e}", file.path().display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ingest(db: &DB, file: &Path) -> Result<(), rocksdb::Error> {
+    let cf = db.cf_handle(CF_STATE).expect("column families are created at open");
+    let mut opts = IngestExternalFileOptions::default();
+    opts.set_move_files(true);
+    db.ingest_external_file_cf_opts(cf, &opts, vec![file])
+}
+
+/// A checkpoint's state entries as a RocksDB batch or table file, built
+/// ahead of its write.
 pub struct Staged {
-    batch: WriteBatch,
+    stage: Stage,
     stats: CommitStats,
 }
 
+enum Stage {
+    Batch(WriteBatch),
+    Table(Table),
+}
+
+/// A table file built for a checkpoint: removed when dropped unless a
+/// checkpoint record names it.
+struct Table {
+    file: PathBuf,
+    keep: bool,
+}
+
+impl Table {
+    fn name(&self) -> Vec<u8> {
+        self.file.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default()
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        if !self.keep {
+            // Gone already if it was ingested.
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
+/// Table files built by this process, for unique names (a store's
+/// directory is cleared of them at open).
+static TABLES: AtomicU64 = AtomicU64::new(0);
+
 impl Staged {
-    /// A batch of `entries` in key order, the last of equal keys winning
-    /// (`cf`: the state column family's id, see [`column_family_id`]).
-    pub(super) fn new<'a>(cf: u32, entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Staged {
+    /// `entries` in key order, the last of equal keys winning, for
+    /// `store`'s state column family (`cf`: its id, see [`column_family_id`]);
+    /// a table if they are many (see [`Staged::for_store`]).
+    pub(super) fn new<'a>(
+        cf: u32,
+        entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        store: &Path,
+    ) -> Staged {
         let mut encoded = Encoded::default();
         let stats = encoded.append_sorted(cf, entries);
-        Staged::from_encoded(encoded, stats)
+        Staged::for_store(encoded, stats, store)
     }
 
     /// A batch of records encoded before, with the checkpoint's figures.
     pub(super) fn from_encoded(encoded: Encoded, stats: CommitStats) -> Staged {
-        Staged { batch: encoded.into_batch(), stats }
+        Staged { stage: Stage::Batch(encoded.into_batch()), stats }
+    }
+
+    /// Records encoded before as a table file in `store`'s tables
+    /// directory if they are [`TABLE_FROM`] or more, else as a batch (also
+    /// when the file cannot be written, which is logged).
+    pub(super) fn for_store(encoded: Encoded, stats: CommitStats, store: &Path) -> Staged {
+        if encoded.count < TABLE_FROM {
+            return Staged::from_encoded(encoded, stats);
+        }
+        let dir = tables_dir(store);
+        let table =
+            Table { file: dir.join(format!("{}.sst", TABLES.fetch_add(1, AtomicOrdering::Relaxed))), keep: false };
+        let built = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| encoded.write_table(&table.file).map_err(|e| e.to_string()));
+        match built {
+            Ok(()) => Staged { stage: Stage::Table(table), stats },
+            Err(e) => {
+                tracing::warn!("cannot build checkpoint table {}: {e}; writing a batch instead", table.file.display());
+                Staged::from_encoded(encoded, stats)
+            }
+        }
     }
 }
 
@@ -117,11 +247,13 @@ const TYPE_CF_VALUE: u8 = 0x5;
 pub(super) struct Encoded {
     rep: Vec<u8>,
     count: u32,
+    /// Where each run starts in `rep`.
+    runs: Vec<usize>,
 }
 
 impl Default for Encoded {
     fn default() -> Encoded {
-        Encoded { rep: vec![0; HEADER], count: 0 }
+        Encoded { rep: vec![0; HEADER], count: 0, runs: Vec::new() }
     }
 }
 
@@ -144,6 +276,9 @@ impl Encoded {
         let bytes = entries.iter().map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 16).sum::<usize>();
         self.rep.reserve(bytes);
         let order = key_order(&entries);
+        if !entries.is_empty() {
+            self.runs.push(self.rep.len());
+        }
         let mut stats = CommitStats::default();
         const AHEAD: usize = 8;
         for (i, &at) in order.iter().enumerate() {
@@ -196,6 +331,117 @@ impl Encoded {
         self.rep[8..HEADER].copy_from_slice(&self.count.to_le_bytes());
         WriteBatch::from_data(&self.rep)
     }
+
+    /// Writes the records as one table file at `file`: each key once, in
+    /// key order, from the last run that has it (a delete as a tombstone),
+    /// as the batch would leave them. The runs are merged through a heap.
+    fn write_table(&self, file: &Path) -> Result<(), rocksdb::Error> {
+        let mut opts = super::state_cf_options()?;
+        // Uncompressed: compaction compresses it later, off the checkpoint's
+        // path (measured on 1M 16-byte keys: 89 ms to write, 113 with the
+        // column family's LZ4).
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        let writer = SstFileWriter::create(&opts);
+        writer.open(file)?;
+        let mut writer = writer;
+        let ends = self.runs.iter().skip(1).copied().chain(std::iter::once(self.rep.len()));
+        let mut heads: BinaryHeap<Head<'_>> = self
+            .runs
+            .iter()
+            .zip(ends)
+            .enumerate()
+            .filter_map(|(run, (&start, end))| Head::first(run, &self.rep[start..end]))
+            .collect();
+        let mut last: Option<&[u8]> = None;
+        while let Some(mut head) = heads.peek_mut() {
+            let (key, value) = head.record;
+            // Equal keys come latest run first: that one wins.
+            if last != Some(key) {
+                match value {
+                    Some(v) => writer.put(key, v)?,
+                    None => writer.delete(key)?,
+                }
+                last = Some(key);
+            }
+            if !head.advance() {
+                std::collections::binary_heap::PeekMut::pop(head);
+            }
+        }
+        writer.finish()
+    }
+}
+
+/// A run's next record in a merge, and the records after it.
+struct Head<'a> {
+    record: (&'a [u8], Option<&'a [u8]>),
+    /// The record's key prefix (see [`prefix`]).
+    prefix: u128,
+    run: usize,
+    rest: &'a [u8],
+}
+
+impl<'a> Head<'a> {
+    fn first(run: usize, mut records: &'a [u8]) -> Option<Head<'a>> {
+        let record = next_record(&mut records)?;
+        Some(Head { record, prefix: prefix(record.0), run, rest: records })
+    }
+
+    /// Moves on to the run's next record; false at its end.
+    fn advance(&mut self) -> bool {
+        let Some(record) = next_record(&mut self.rest) else { return false };
+        self.record = record;
+        self.prefix = prefix(record.0);
+        true
+    }
+}
+
+/// The heap is a max-heap: the greatest head is the smallest key, and of
+/// equal keys the latest run. Keys compare by prefix first (measured on 1M
+/// 16-byte keys in 30 runs: the merge took 64 ms comparing slices).
+impl Ord for Head<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.prefix.cmp(&self.prefix)).then_with(|| other.record.0.cmp(self.record.0)).then(self.run.cmp(&other.run))
+    }
+}
+
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head<'_> {}
+
+/// Reads one record [`Encoded::push`] wrote off the front of `records`.
+fn next_record<'a>(records: &mut &'a [u8]) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+    let (&tag, mut rest) = records.split_first()?;
+    if matches!(tag, TYPE_CF_VALUE | TYPE_CF_DELETION) {
+        read_varint32_from(&mut rest);
+    }
+    let take = |rest: &mut &'a [u8]| {
+        let len = read_varint32_from(rest) as usize;
+        let (bytes, after) = rest.split_at(len);
+        *rest = after;
+        bytes
+    };
+    let key = take(&mut rest);
+    let value = matches!(tag, TYPE_VALUE | TYPE_CF_VALUE).then(|| take(&mut rest));
+    *records = rest;
+    Some((key, value))
+}
+
+/// Reads a varint off the front of `bytes`.
+fn read_varint32_from(bytes: &mut &[u8]) -> u32 {
+    let n = bytes.iter().position(|b| b & 0x80 == 0).map_or(bytes.len(), |i| i + 1);
+    let v = read_varint32(&bytes[..n]);
+    *bytes = &bytes[n..];
+    v
 }
 
 fn write_varint32(out: &mut Vec<u8>, mut v: u32) {
@@ -230,18 +476,22 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// A key's first 16 bytes, zero-padded, as a big-endian integer: keys whose
+/// prefixes differ are in the order of their prefixes; keys whose prefixes
+/// are equal ("ab" and "ab\0", or longer keys) need comparing whole.
+fn prefix(k: &[u8]) -> u128 {
+    let mut p = [0u8; 16];
+    let n = k.len().min(16);
+    p[..n].copy_from_slice(&k[..n]);
+    u128::from_be_bytes(p)
+}
+
 /// The positions of `entries` in key order, equal keys in their given order.
 /// Sorts a zero-padded 16-byte big-endian prefix of each key with its position
 /// as plain integers and compares whole keys only where prefixes tie.
 /// Measured on 1M 16-byte keys: 72 ms, against 185 ms for a stable sort of
 /// the entries by slice comparison (`memcmp` per comparison, 32-byte moves).
 fn key_order<V>(entries: &[(&[u8], V)]) -> Vec<usize> {
-    let prefix = |k: &[u8]| {
-        let mut p = [0u8; 16];
-        let n = k.len().min(16);
-        p[..n].copy_from_slice(&k[..n]);
-        u128::from_be_bytes(p)
-    };
     let mut order: Vec<(u128, usize)> = entries.iter().enumerate().map(|(i, e)| (prefix(e.0), i)).collect();
     order.sort_unstable();
     // Keys that share a prefix ("ab" and "ab\0", or keys longer than 16
@@ -318,10 +568,110 @@ mod tests {
         let second =
             encoded.append_sorted(id, run(&[(b"c", None), (b"a", Some(b"2")), (b"a", Some(b"3"))]).into_iter());
         assert_eq!((first.keys_written, first.keys_deleted, second.keys_written, second.keys_deleted), (3, 0, 1, 1));
-        db.write(Staged::from_encoded(encoded, CommitStats::default()).batch).expect("write");
+        let Stage::Batch(batch) = Staged::from_encoded(encoded, CommitStats::default()).stage else {
+            unreachable!("from_encoded builds a batch")
+        };
+        db.write(batch).expect("write");
         let got: Vec<Option<Vec<u8>>> =
             [&b"a"[..], b"b", b"c"].iter().map(|k| db.get_cf(cf, k).expect("get")).collect();
         assert_eq!(got, vec![Some(b"3".to_vec()), Some(b"1".to_vec()), None]);
+    }
+
+    /// A table holds what the batch of the same runs leaves in the database:
+    /// runs with keys in several of them (the last run's record wins),
+    /// deletes, keys around the 16-byte prefix and keys sharing one.
+    #[test]
+    fn a_table_holds_what_the_batch_leaves() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let runs: Vec<Vec<(Vec<u8>, Option<Vec<u8>>)>> = (0..7)
+            .map(|run| {
+                (0..300 * (run + 1))
+                    .map(|_| {
+                        let r = next();
+                        // 600 keys: most come in several runs.
+                        let id = (r % 600).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                        let len = 14 + (id % 6) as usize;
+                        let key = (0..len).map(|j| [0u8, 1, 255][((id >> (j * 2 + 8)) % 3) as usize]).collect();
+                        let value = (r % 5 != 0).then(|| r.to_le_bytes()[..(r % 9) as usize].to_vec());
+                        (key, value)
+                    })
+                    // Keys whose 16-byte prefixes tie, in each run.
+                    .chain(
+                        [
+                            &b"ab"[..],
+                            b"ab\0",
+                            b"ab\0\0",
+                            b"0123456789abcdef",
+                            b"0123456789abcdef\0",
+                            b"0123456789abcdefg",
+                        ]
+                        .into_iter()
+                        .skip(run % 3)
+                        .map(|k| (k.to_vec(), Some(vec![run as u8]))),
+                    )
+                    .collect()
+            })
+            .collect();
+        let (_dir, db) = db_with(&["s"]);
+        let cf = db.cf_handle("s").expect("s");
+        let mut encoded = Encoded::default();
+        for run in &runs {
+            encoded.append_sorted(column_family_id(cf), run.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+        }
+        let table = _dir.path().join("t.sst");
+        encoded.write_table(&table).expect("table");
+        db.write(encoded.into_batch()).expect("write");
+        let (_dir2, other) = db_with(&["s"]);
+        let other_cf = other.cf_handle("s").expect("s");
+        other.ingest_external_file_cf(other_cf, vec![&table]).expect("ingest");
+        let all = |db: &DB, cf| -> Vec<(Box<[u8]>, Box<[u8]>)> {
+            db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|r| r.expect("read")).collect()
+        };
+        let from_batch = all(&db, cf);
+        assert!(from_batch.len() > 300, "{} keys", from_batch.len());
+        assert_eq!(all(&other, other_cf), from_batch);
+    }
+
+    /// The process died after a checkpoint's record named its table and
+    /// before the table was ingested: the next open ingests it (and an
+    /// open after that finds nothing left to do). A table no record names
+    /// is removed.
+    #[test]
+    fn an_open_ingests_the_table_a_written_record_names() {
+        use crate::state::TaskStore;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, _) = TaskStore::open(dir.path(), false).expect("open");
+        let keys: Vec<Vec<u8>> = (0..TABLE_FROM).map(|i| format!("k{i:07}").into_bytes()).collect();
+        let mut encoded = Encoded::default();
+        encoded.append_sorted(s.staging.cf(), keys.iter().map(|k| (k.as_slice(), Some(&b"v"[..]))));
+        let Stage::Table(mut table) = Staged::for_store(encoded, CommitStats::default(), dir.path()).stage else {
+            panic!("{TABLE_FROM} entries make a table")
+        };
+        let meta = s.db.cf_handle(CF_META).expect("meta");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, META_CHECKPOINT, Checkpoint::new(1, Default::default(), String::new()).encode());
+        batch.put_cf(meta, META_TABLE, table.name());
+        s.db.write(batch).expect("write");
+        table.keep = true;
+        drop(table);
+        std::fs::write(tables_dir(dir.path()).join("never-written.sst"), b"x").expect("write");
+        drop(s);
+        for _ in 0..2 {
+            let (s, r) = TaskStore::open(dir.path(), false).expect("reopen");
+            assert_eq!(r.checkpoint.map(|c| c.number), Some(1));
+            assert_eq!(s.get(&keys[0]).expect("get"), Some(b"v".to_vec()));
+            assert_eq!(s.get(keys.last().expect("keys")).expect("get"), Some(b"v".to_vec()));
+            let meta = s.db.cf_handle(CF_META).expect("meta");
+            assert_eq!(s.db.get_cf(meta, META_TABLE).expect("get"), None);
+            let left: Vec<_> = std::fs::read_dir(tables_dir(dir.path())).expect("tables dir").collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 
     #[test]

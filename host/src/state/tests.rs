@@ -207,3 +207,45 @@ fn dirty_bytes_tracks_overwrites() {
     s.commit(&ckpt(1), b"").expect("commit");
     assert_eq!(s.dirty_bytes(), 0);
 }
+
+/// A checkpoint of `TABLE_FROM` entries or more goes in as a table file,
+/// not through the memtable: the pieces sent ahead and the rest merge with
+/// the latest value of a key winning, a delete removes a checkpointed key,
+/// and no table file is left behind.
+#[test]
+fn a_large_checkpoint_is_ingested_as_a_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+    s.put(b"gone", b"1").expect("put");
+    s.put(b"kept", b"1").expect("put");
+    s.commit(&ckpt(1), b"").expect("commit");
+    let n = batch::TABLE_FROM as usize;
+    let key = |i: usize| format!("k{i:07}").into_bytes();
+    for i in 0..n {
+        s.put(&key(i), b"a").expect("put");
+    }
+    s.put(b"kept", b"2").expect("put");
+    s.take_ahead(1).expect("sent ahead").stage();
+    for i in (0..n).step_by(2) {
+        s.put(&key(i), b"b").expect("put");
+    }
+    s.delete(b"gone").expect("delete");
+    let stats = s.commit(&ckpt(2), b"snap").expect("commit");
+    assert_eq!((stats.keys_written, stats.keys_deleted), (n as u64 + 1, 1));
+    let in_memtable =
+        s.db.property_int_value_cf(s.cf(CF_STATE), "rocksdb.num-entries-active-mem-table").expect("property");
+    assert!(in_memtable.expect("a count") < n as u64, "{in_memtable:?} entries went through the memtable");
+    let left: Vec<_> = std::fs::read_dir(batch::tables_dir(dir.path())).expect("tables dir").collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(s);
+    let (s, r) = TaskStore::open(dir.path(), false).expect("reopen");
+    assert_eq!(r.checkpoint.map(|c| c.number), Some(2));
+    assert_eq!(r.snapshot, b"snap");
+    assert_eq!(s.get(&key(0)).expect("get"), Some(b"b".to_vec()));
+    assert_eq!(s.get(&key(1)).expect("get"), Some(b"a".to_vec()));
+    assert_eq!(s.get(&key(n - 2)).expect("get"), Some(b"b".to_vec()));
+    assert_eq!(s.get(&key(n - 1)).expect("get"), Some(b"a".to_vec()));
+    assert_eq!(s.get(b"kept").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(s.get(b"gone").expect("get"), None);
+    assert_eq!(s.scan_prefix(b"k", 0).expect("scan").len(), n + 1);
+}
