@@ -589,7 +589,8 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let runs: Vec<Vec<(Vec<u8>, Option<Vec<u8>>)>> = (0..7)
+        type Run = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+        let runs: Vec<Run> = (0..7)
             .map(|run| {
                 (0..300 * (run + 1))
                     .map(|_| {
@@ -630,7 +631,8 @@ mod tests {
         let (_dir2, other) = db_with(&["s"]);
         let other_cf = other.cf_handle("s").expect("s");
         other.ingest_external_file_cf(other_cf, vec![&table]).expect("ingest");
-        let all = |db: &DB, cf| -> Vec<(Box<[u8]>, Box<[u8]>)> {
+        type Pairs = Vec<(Box<[u8]>, Box<[u8]>)>;
+        let all = |db: &DB, cf| -> Pairs {
             db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|r| r.expect("read")).collect()
         };
         let from_batch = all(&db, cf);
