@@ -273,6 +273,7 @@ fn run_loaded(
         guest_config: config.processor.config.clone(),
         guarantee: config.processing_guarantee,
         application_id: config.application_id.clone(),
+        checkpoint_table_entries: config.checkpoint_table_entries,
         changelog: checkpointed.then(|| ChangelogEnv {
             topic: changelog::topic_name(&config.application_id),
             reader: changelog::reader_config(config),

@@ -101,6 +101,8 @@ pub struct TaskStore {
     /// built by the checkpointer as it sends them (see [`Ahead::stage`]).
     staging: Arc<Staging>,
     write_through: bool,
+    /// Checkpoints of this many entries or more are written as a table (0: never).
+    table_entries: u64,
 }
 
 impl std::fmt::Debug for TaskStore {
@@ -177,7 +179,15 @@ impl TaskStore {
             restate: None,
             staging: Arc::new(Staging::new(cf_state)),
             write_through,
+            table_entries: batch::TABLE_ENTRIES,
         }
+    }
+
+    /// Writes checkpoints of `n` state entries or more as a table file, built
+    /// with the rest of the checkpoint and ingested (0: never); the default
+    /// is `statestore.checkpoint.table.entries`'.
+    pub fn set_table_entries(&mut self, n: u64) {
+        self.table_entries = n;
     }
 
     fn rocks(&self, source: rocksdb::Error) -> StateError {
@@ -326,7 +336,13 @@ impl TaskStore {
         assert!(self.frozen.is_none(), "{}: a checkpoint is still being written", self.path.display());
         let delta = Arc::new(std::mem::take(&mut self.cache));
         self.frozen = Some(Arc::clone(&delta));
-        LocalCommit { db: Arc::clone(&self.db), path: self.path.clone(), delta, staging: Arc::clone(&self.staging) }
+        LocalCommit {
+            db: Arc::clone(&self.db),
+            path: self.path.clone(),
+            delta,
+            staging: Arc::clone(&self.staging),
+            table_entries: self.table_entries,
+        }
     }
 
     /// Ends a checkpoint whose [`LocalCommit`] was written (or abandoned):
@@ -345,7 +361,7 @@ impl TaskStore {
         checkpoint: &Checkpoint,
     ) -> Result<(), StateError> {
         debug_assert!(self.cache.is_empty());
-        let staged = Staged::new(self.staging.cf(), entries, &self.path);
+        let staged = Staged::new(self.staging.cf(), entries, &self.path, self.table_entries);
         write_checkpoint(&self.db, &self.path, staged, snapshot, checkpoint).map(drop)
     }
 
@@ -448,6 +464,7 @@ pub struct LocalCommit {
     delta: Arc<Cache>,
     /// The RocksDB records of the entries sent ahead (see [`Ahead::stage`]).
     staging: Arc<Staging>,
+    table_entries: u64,
 }
 
 impl std::fmt::Debug for LocalCommit {
@@ -478,7 +495,7 @@ impl LocalCommit {
         encoded.append_sorted(self.staging.cf(), self.delta.unsent_entries());
         let deleted = self.delta.deleted() as u64;
         let stats = CommitStats { keys_written: self.delta.len() as u64 - deleted, keys_deleted: deleted };
-        Staged::for_store(encoded, stats, &self.path)
+        Staged::for_store(encoded, stats, &self.path, self.table_entries)
     }
 
     /// Writes the entries (`staged` by [`LocalCommit::stage`], or staged

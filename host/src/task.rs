@@ -63,6 +63,8 @@ pub struct TaskEnv {
     pub guest_config: Vec<(String, String)>,
     pub guarantee: ProcessingGuarantee,
     pub application_id: String,
+    /// See [`crate::config::Config::checkpoint_table_entries`].
+    pub checkpoint_table_entries: u64,
     /// `None` under `processing.guarantee = none`.
     pub changelog: Option<ChangelogEnv>,
 }
@@ -183,6 +185,7 @@ impl Task {
             }
             other => other.map_err(state)?,
         };
+        store.set_table_entries(env.checkpoint_table_entries);
         if let (true, Some(changelog)) = (checkpointed, &env.changelog) {
             restored = catch_up(env, changelog, partition, &mut store, restored, sink)?;
         }

@@ -2,7 +2,7 @@
 //! built ahead of the write (on any thread, and for the entries sent to the
 //! changelog ahead of the checkpoint, before its cut), then written with the
 //! checkpoint record and the snapshot in one `db.write`. A large one is
-//! built as a table file instead and ingested (see [`TABLE_FROM`]).
+//! built as a table file instead and ingested (see [`TABLE_ENTRIES`]).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -15,7 +15,8 @@ use rocksdb::{DB, IngestExternalFileOptions, SstFileWriter, WriteBatch};
 use super::{CF_META, CF_STATE, CommitStats, META_CHECKPOINT, META_SNAPSHOT, META_TABLE, StateError};
 use crate::checkpoint::Checkpoint;
 
-/// State entries from which a checkpoint's are written as a table file,
+/// State entries from which a checkpoint's are written as a table file by
+/// default (`statestore.checkpoint.table.entries`),
 /// built beside the changelog records as the batch would be, and ingested,
 /// rather than as a batch through the memtable. The ingest takes 1–3 ms
 /// against 200–300 ms for a batch of 1M entries, most of whose work is
@@ -23,7 +24,7 @@ use crate::checkpoint::Checkpoint;
 /// batch did. A smaller checkpoint stays a batch: its entries are read back
 /// from the memtable faster than from a table file (measured on 1M keys,
 /// stop 17), and each table adds a file to level 0.
-pub(super) const TABLE_FROM: u32 = 100_000;
+pub(super) const TABLE_ENTRIES: u64 = 100_000;
 
 /// Where a store's checkpoint tables are built, inside its directory.
 pub(super) fn tables_dir(store: &Path) -> PathBuf {
@@ -147,10 +148,11 @@ impl Staged {
         cf: u32,
         entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
         store: &Path,
+        table_entries: u64,
     ) -> Staged {
         let mut encoded = Encoded::default();
         let stats = encoded.append_sorted(cf, entries);
-        Staged::for_store(encoded, stats, store)
+        Staged::for_store(encoded, stats, store, table_entries)
     }
 
     /// A batch of records encoded before, with the checkpoint's figures.
@@ -159,10 +161,10 @@ impl Staged {
     }
 
     /// Records encoded before as a table file in `store`'s tables
-    /// directory if they are [`TABLE_FROM`] or more, else as a batch (also
-    /// when the file cannot be written, which is logged).
-    pub(super) fn for_store(encoded: Encoded, stats: CommitStats, store: &Path) -> Staged {
-        if encoded.count < TABLE_FROM {
+    /// directory if they are `table_entries` or more (0: never), else as a
+    /// batch (also when the file cannot be written, which is logged).
+    pub(super) fn for_store(encoded: Encoded, stats: CommitStats, store: &Path, table_entries: u64) -> Staged {
+        if table_entries == 0 || u64::from(encoded.count) < table_entries {
             return Staged::from_encoded(encoded, stats);
         }
         let dir = tables_dir(store);
@@ -649,12 +651,11 @@ mod tests {
         use crate::state::TaskStore;
         let dir = tempfile::tempdir().expect("tempdir");
         let (s, _) = TaskStore::open(dir.path(), false).expect("open");
-        let keys: Vec<Vec<u8>> = (0..TABLE_FROM).map(|i| format!("k{i:07}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..TABLE_ENTRIES).map(|i| format!("k{i:07}").into_bytes()).collect();
         let mut encoded = Encoded::default();
         encoded.append_sorted(s.staging.cf(), keys.iter().map(|k| (k.as_slice(), Some(&b"v"[..]))));
-        let Stage::Table(mut table) = Staged::for_store(encoded, CommitStats::default(), dir.path()).stage else {
-            panic!("{TABLE_FROM} entries make a table")
-        };
+        let staged = Staged::for_store(encoded, CommitStats::default(), dir.path(), TABLE_ENTRIES);
+        let Stage::Table(mut table) = staged.stage else { panic!("{TABLE_ENTRIES} entries make a table") };
         let meta = s.db.cf_handle(CF_META).expect("meta");
         let mut batch = WriteBatch::default();
         batch.put_cf(meta, META_CHECKPOINT, Checkpoint::new(1, Default::default(), String::new()).encode());

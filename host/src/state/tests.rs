@@ -208,7 +208,7 @@ fn dirty_bytes_tracks_overwrites() {
     assert_eq!(s.dirty_bytes(), 0);
 }
 
-/// A checkpoint of `TABLE_FROM` entries or more goes in as a table file,
+/// A checkpoint of `TABLE_ENTRIES` entries or more goes in as a table file,
 /// not through the memtable: the pieces sent ahead and the rest merge with
 /// the latest value of a key winning, a delete removes a checkpointed key,
 /// and no table file is left behind.
@@ -219,7 +219,7 @@ fn a_large_checkpoint_is_ingested_as_a_table() {
     s.put(b"gone", b"1").expect("put");
     s.put(b"kept", b"1").expect("put");
     s.commit(&ckpt(1), b"").expect("commit");
-    let n = batch::TABLE_FROM as usize;
+    let n = batch::TABLE_ENTRIES as usize;
     let key = |i: usize| format!("k{i:07}").into_bytes();
     for i in 0..n {
         s.put(&key(i), b"a").expect("put");
