@@ -82,15 +82,21 @@ impl<E: std::error::Error> From<E> for Error {
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 /// What one `process` call can reach: the task's state and the outputs.
+/// Outputs go straight into the batch's packed outputs buffer (see
+/// [`packed`]), which the host reads once the batch returns.
 pub struct Context<'a> {
     state: &'a mut dyn State,
-    outputs: &'a mut Vec<Output>,
+    outputs: &'a mut Vec<u8>,
+    /// The record's index in its batch, which its outputs carry.
+    input: u32,
 }
 
 impl<'a> Context<'a> {
+    /// The context of input `input` of a batch, appending to `outputs`
+    /// (packed); the caller drops what a failed `process` appended.
     #[doc(hidden)]
-    pub fn new(state: &'a mut dyn State, outputs: &'a mut Vec<Output>) -> Self {
-        Context { state, outputs }
+    pub fn new(state: &'a mut dyn State, outputs: &'a mut Vec<u8>, input: u32) -> Self {
+        Context { state, outputs, input }
     }
 
     /// The task's key-value state (one per input partition).
@@ -101,7 +107,33 @@ impl<'a> Context<'a> {
     /// Queue a record for the host to produce once `process` returns `Ok`.
     /// If `process` returns an error, nothing emitted for that record is produced.
     pub fn emit(&mut self, output: Output) {
-        self.outputs.push(output);
+        let hs = output.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
+        packed::push_output(
+            self.outputs,
+            self.input,
+            output.topic.as_deref(),
+            output.timestamp,
+            output.key.as_deref(),
+            output.value.as_deref(),
+            output.headers.len() as u32,
+            hs,
+        );
+    }
+
+    /// Like [`Context::emit`] of a record with this key and value for the
+    /// default output topic, with the input's timestamp and no headers, but
+    /// from borrowed bytes: nothing is allocated.
+    pub fn emit_borrowed(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        packed::push_output(self.outputs, self.input, None, None, key, value, 0, core::iter::empty());
+    }
+
+    /// Like [`Context::emit_borrowed`], with a value of `len` bytes that
+    /// `fill` writes in place (it gets them zeroed): a map that transforms
+    /// values allocates nothing per record. Measured (`wasmstream-bench
+    /// micro`, the upper-case map, 256 records per call): 91 ns per record
+    /// against 141 with `emit` of an `Output`.
+    pub fn emit_filled(&mut self, key: Option<&[u8]>, len: usize, fill: impl FnOnce(&mut [u8])) {
+        packed::push_output_filled(self.outputs, self.input, key, len, fill);
     }
 }
 

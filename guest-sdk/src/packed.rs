@@ -28,7 +28,7 @@
 
 use core::fmt;
 
-use crate::{Context, Header, Output, Processor, Record, State};
+use crate::{Context, Header, Processor, Record, State};
 
 /// A timestamp of `i64::MIN` in the buffer: none.
 pub const NO_TIMESTAMP: i64 = i64::MIN;
@@ -152,6 +152,24 @@ pub fn push_output<'h>(
     put_i32(buf, len_of(topic.map(str::as_bytes)));
     buf.extend_from_slice(topic.unwrap_or_default().as_bytes());
     put_body(buf, timestamp, key, value, header_count, headers);
+}
+
+/// Appends one output for the default topic, with the input's timestamp and
+/// no headers, whose value is `len` bytes that `fill` writes in place (they
+/// start zeroed).
+pub fn push_output_filled(buf: &mut Vec<u8>, input: u32, key: Option<&[u8]>, len: usize, fill: impl FnOnce(&mut [u8])) {
+    // The layout of `push_output` with `put_body`, the value's bytes last
+    // but for the headers (none).
+    put_u32(buf, input);
+    put_i32(buf, -1);
+    put_i64(buf, NO_TIMESTAMP);
+    put_i32(buf, len_of(key));
+    put_i32(buf, i32::try_from(len).expect("field longer than 2 GiB"));
+    put_u32(buf, 0);
+    buf.extend_from_slice(key.unwrap_or_default());
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    fill(&mut buf[start..]);
 }
 
 /// What inputs and outputs share after their first fields: timestamp, key,
@@ -372,7 +390,6 @@ pub fn process_batch<P: Processor>(
         Ok(b) => b,
         Err(e) => return Some((0, e.to_string())),
     };
-    let mut emitted: Vec<Output> = Vec::new();
     let mut headers: Vec<Header> = Vec::new();
     for (i, rec) in b.records().enumerate() {
         let rec = match rec {
@@ -390,13 +407,11 @@ pub fn process_batch<P: Processor>(
             value: rec.value,
             headers: &headers,
         };
-        if let Err(e) = p.process(&record, &mut Context::new(state, &mut emitted)) {
+        let before = outputs.len();
+        if let Err(e) = p.process(&record, &mut Context::new(state, outputs, i as u32)) {
+            // Nothing a failed record emitted is produced.
+            outputs.truncate(before);
             return Some((i, e.to_string()));
-        }
-        for o in emitted.drain(..) {
-            let hs = o.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
-            let (key, value) = (o.key.as_deref(), o.value.as_deref());
-            push_output(outputs, i as u32, o.topic.as_deref(), o.timestamp, key, value, o.headers.len() as u32, hs);
         }
     }
     None
@@ -426,6 +441,57 @@ mod tests {
         // Reused: begin starts over.
         w.begin("other", 0);
         assert_eq!(InputBatch::read(w.as_bytes()).unwrap().count, 0);
+    }
+
+    /// An output filled in place is the bytes `push_output` writes for the
+    /// same value.
+    #[test]
+    fn a_filled_output_is_a_pushed_one() {
+        let (mut pushed, mut filled) = (Vec::new(), Vec::new());
+        push_output(&mut pushed, 3, None, None, Some(b"k"), Some(b"VALUE"), 0, core::iter::empty());
+        push_output_filled(&mut filled, 3, Some(b"k"), 5, |out| out.copy_from_slice(b"VALUE"));
+        assert_eq!(filled, pushed);
+        let (mut pushed, mut filled) = (Vec::new(), Vec::new());
+        push_output(&mut pushed, 0, None, None, None, Some(b""), 0, core::iter::empty());
+        push_output_filled(&mut filled, 0, None, 0, |_| {});
+        assert_eq!(filled, pushed);
+    }
+
+    /// Outputs come in the order emitted, whichever way; a record that fails
+    /// produces none of what it emitted, and the batch stops there.
+    #[test]
+    fn a_failed_record_produces_nothing_it_emitted() {
+        #[derive(Default)]
+        struct EmitThenFail;
+        impl Processor for EmitThenFail {
+            fn process(&mut self, r: &Record<'_>, ctx: &mut Context<'_>) -> crate::Result<()> {
+                ctx.emit(crate::Output::new("owned", "1").to_topic("t").with_header("h", "x"));
+                ctx.emit_borrowed(r.key, r.value);
+                ctx.emit_filled(Some(b"filled"), 2, |out| out.copy_from_slice(b"ok"));
+                match r.value {
+                    Some(b"fail") => Err(crate::Error::msg("failed")),
+                    _ => Ok(()),
+                }
+            }
+        }
+        let mut w = InputWriter::default();
+        w.begin("in", 0);
+        w.push(0, None, Some(b"a"), Some(b"v"), 0, core::iter::empty());
+        w.push(1, None, Some(b"b"), Some(b"fail"), 0, core::iter::empty());
+        w.push(2, None, Some(b"c"), Some(b"v"), 0, core::iter::empty());
+        let mut outputs = Vec::new();
+        let failed = process_batch(&mut EmitThenFail, &mut crate::MemoryState::default(), w.as_bytes(), &mut outputs);
+        assert_eq!(failed, Some((1, "failed".to_string())));
+        let outs: Vec<_> = read_outputs(&outputs).collect::<Result<_, _>>().unwrap();
+        let seen: Vec<_> = outs.iter().map(|o| (o.input, o.topic, o.key, o.value, o.headers.iter().count())).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (0, Some("t"), Some(&b"owned"[..]), Some(&b"1"[..]), 1),
+                (0, None, Some(&b"a"[..]), Some(&b"v"[..]), 0),
+                (0, None, Some(&b"filled"[..]), Some(&b"ok"[..]), 0),
+            ]
+        );
     }
 
     #[test]

@@ -53,9 +53,23 @@ impl<P: Processor> TestRunner<P> {
             value: rec.value.as_deref(),
             headers: &rec.headers,
         };
-        let mut outputs = Vec::new();
-        self.processor.process(&view, &mut Context::new(&mut self.state, &mut outputs))?;
-        Ok(outputs)
+        let mut packed = Vec::new();
+        self.processor.process(&view, &mut Context::new(&mut self.state, &mut packed, 0))?;
+        let outputs = crate::packed::read_outputs(&packed).map(|o| {
+            let o = o.expect("the SDK reads back the outputs it wrote");
+            Output {
+                topic: o.topic.map(str::to_string),
+                key: o.key.map(<[u8]>::to_vec),
+                value: o.value.map(<[u8]>::to_vec),
+                headers: o
+                    .headers
+                    .iter()
+                    .map(|(k, v)| Header { key: k.to_string(), value: v.map(<[u8]>::to_vec) })
+                    .collect(),
+                timestamp: o.timestamp,
+            }
+        });
+        Ok(outputs.collect())
     }
 
     /// What a restart from a checkpoint taken now looks like: a fresh instance,

@@ -2,7 +2,7 @@
 //! state (RocksDB, checkpointed with the input offset) and emits
 //! `key → count`. The benchmark's "per-key count" row runs this.
 
-use wasmstream_sdk::{Context, Output, Processor, Record, Result};
+use wasmstream_sdk::{Context, Processor, Record, Result};
 
 #[derive(Default)]
 pub struct Count;
@@ -12,7 +12,7 @@ impl Processor for Count {
         let key = record.key.unwrap_or_default();
         let count = ctx.state().get_u64(key).unwrap_or(0) + 1;
         ctx.state().put_u64(key, count);
-        ctx.emit(Output::new(key, count.to_string()));
+        ctx.emit_borrowed(Some(key), Some(count.to_string().as_bytes()));
         Ok(())
     }
 }
