@@ -1,0 +1,181 @@
+//! Tests of the checkpoint batch and table: RocksDB's own record encoding,
+//! runs where the last wins, a table against the batch of the same runs,
+//! and a table ingested at open after a crash.
+
+use super::*;
+
+/// A new database with column families `cfs` in a temporary directory.
+fn db_with(cfs: &[&str]) -> (tempfile::TempDir, DB) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    let db = DB::open_cf(&opts, dir.path(), cfs).expect("open");
+    (dir, db)
+}
+
+/// The encoded records are RocksDB's own: the bytes `put_cf` and
+/// `delete_cf` give, for keys and values around a varint's one-byte
+/// limit, in the default column family (id 0) and another.
+#[test]
+fn encoded_records_are_rocksdbs_own() {
+    let (_dir, db) = db_with(&["a", "b"]);
+    let long = vec![7u8; 300];
+    let entries: Vec<(&[u8], Option<&[u8]>)> = vec![
+        (b"", Some(b"")),
+        (b"k1", None),
+        (&long[..127], Some(&long[..128])),
+        (&long[..128], Some(&long[..300])),
+        (&long[..129], None),
+    ];
+    for name in ["default", "a", "b"] {
+        let cf = db.cf_handle(name).expect("column family");
+        let mut theirs = WriteBatch::default();
+        for &(k, v) in &entries {
+            match v {
+                Some(v) => theirs.put_cf(cf, k, v),
+                None => theirs.delete_cf(cf, k),
+            }
+        }
+        let mut ours = Encoded::default();
+        for &(k, v) in &entries {
+            ours.push(column_family_id(cf), k, v);
+        }
+        assert_eq!(ours.into_batch().data(), theirs.data(), "column family {name}");
+    }
+    assert_eq!(column_family_id(db.cf_handle("default").expect("default")), 0);
+    assert_ne!(column_family_id(db.cf_handle("a").expect("a")), 0);
+}
+
+/// Runs appended one after another: a later run's value of a key wins
+/// in the database, as in the changelog.
+#[test]
+fn a_later_run_wins() {
+    let (_dir, db) = db_with(&["s"]);
+    let cf = db.cf_handle("s").expect("s");
+    let id = column_family_id(cf);
+    let mut encoded = Encoded::default();
+    let run = |entries: &[(&'static [u8], Option<&'static [u8]>)]| entries.to_vec();
+    let first =
+        encoded.append_sorted(id, run(&[(b"b", Some(b"1")), (b"a", Some(b"1")), (b"c", Some(b"1"))]).into_iter());
+    let second = encoded.append_sorted(id, run(&[(b"c", None), (b"a", Some(b"2")), (b"a", Some(b"3"))]).into_iter());
+    assert_eq!((first.keys_written, first.keys_deleted, second.keys_written, second.keys_deleted), (3, 0, 1, 1));
+    let Stage::Batch(batch) = Staged::from_encoded(encoded, CommitStats::default()).stage else {
+        unreachable!("from_encoded builds a batch")
+    };
+    db.write(batch).expect("write");
+    let got: Vec<Option<Vec<u8>>> = [&b"a"[..], b"b", b"c"].iter().map(|k| db.get_cf(cf, k).expect("get")).collect();
+    assert_eq!(got, vec![Some(b"3".to_vec()), Some(b"1".to_vec()), None]);
+}
+
+/// A table holds what the batch of the same runs leaves in the database:
+/// runs with keys in several of them (the last run's record wins),
+/// deletes, keys around the 16-byte prefix and keys sharing one.
+#[test]
+fn a_table_holds_what_the_batch_leaves() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    type Run = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+    let runs: Vec<Run> = (0..7)
+        .map(|run| {
+            (0..300 * (run + 1))
+                .map(|_| {
+                    let r = next();
+                    // 600 keys: most come in several runs.
+                    let id = (r % 600).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let len = 14 + (id % 6) as usize;
+                    let key = (0..len).map(|j| [0u8, 1, 255][((id >> (j * 2 + 8)) % 3) as usize]).collect();
+                    let value = (r % 5 != 0).then(|| r.to_le_bytes()[..(r % 9) as usize].to_vec());
+                    (key, value)
+                })
+                // Keys whose 16-byte prefixes tie, in each run.
+                .chain(
+                    [&b"ab"[..], b"ab\0", b"ab\0\0", b"0123456789abcdef", b"0123456789abcdef\0", b"0123456789abcdefg"]
+                        .into_iter()
+                        .skip(run % 3)
+                        .map(|k| (k.to_vec(), Some(vec![run as u8]))),
+                )
+                .collect()
+        })
+        .collect();
+    let (_dir, db) = db_with(&["s"]);
+    let cf = db.cf_handle("s").expect("s");
+    let mut encoded = Encoded::default();
+    for run in &runs {
+        encoded.append_sorted(column_family_id(cf), run.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+    }
+    let table = _dir.path().join("t.sst");
+    encoded.write_table(&table).expect("table");
+    db.write(encoded.into_batch()).expect("write");
+    let (_dir2, other) = db_with(&["s"]);
+    let other_cf = other.cf_handle("s").expect("s");
+    other.ingest_external_file_cf(other_cf, vec![&table]).expect("ingest");
+    type Pairs = Vec<(Box<[u8]>, Box<[u8]>)>;
+    let all =
+        |db: &DB, cf| -> Pairs { db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|r| r.expect("read")).collect() };
+    let from_batch = all(&db, cf);
+    assert!(from_batch.len() > 300, "{} keys", from_batch.len());
+    assert_eq!(all(&other, other_cf), from_batch);
+}
+
+/// The process died after a checkpoint's record named its table and
+/// before the table was ingested: the next open ingests it (and an
+/// open after that finds nothing left to do). A table no record names
+/// is removed.
+#[test]
+fn an_open_ingests_the_table_a_written_record_names() {
+    use crate::state::TaskStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s, _) = TaskStore::open(dir.path(), false).expect("open");
+    let keys: Vec<Vec<u8>> = (0..TABLE_ENTRIES).map(|i| format!("k{i:07}").into_bytes()).collect();
+    let mut encoded = Encoded::default();
+    encoded.append_sorted(s.staging.cf(), keys.iter().map(|k| (k.as_slice(), Some(&b"v"[..]))));
+    let staged = Staged::for_store(encoded, CommitStats::default(), dir.path(), TABLE_ENTRIES);
+    let Stage::Table(mut table) = staged.stage else { panic!("{TABLE_ENTRIES} entries make a table") };
+    let meta = s.db.cf_handle(CF_META).expect("meta");
+    let mut batch = WriteBatch::default();
+    batch.put_cf(meta, META_CHECKPOINT, Checkpoint::new(1, Default::default(), String::new()).encode());
+    batch.put_cf(meta, META_TABLE, table.name());
+    s.db.write(batch).expect("write");
+    table.keep = true;
+    drop(table);
+    std::fs::write(tables_dir(dir.path()).join("never-written.sst"), b"x").expect("write");
+    drop(s);
+    for _ in 0..2 {
+        let (s, r) = TaskStore::open(dir.path(), false).expect("reopen");
+        assert_eq!(r.checkpoint.map(|c| c.number), Some(1));
+        assert_eq!(s.get(&keys[0]).expect("get"), Some(b"v".to_vec()));
+        assert_eq!(s.get(keys.last().expect("keys")).expect("get"), Some(b"v".to_vec()));
+        let meta = s.db.cf_handle(CF_META).expect("meta");
+        assert_eq!(s.db.get_cf(meta, META_TABLE).expect("get"), None);
+        let left: Vec<_> = std::fs::read_dir(tables_dir(dir.path())).expect("tables dir").collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+#[test]
+fn key_order_is_slice_order_with_equal_keys_in_order() {
+    // Lengths around the 16-byte prefix, zero bytes against the padding,
+    // and duplicates.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut keys: Vec<Vec<u8>> = (0..4000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 20) as usize;
+            (0..len).map(|j| [0u8, 1, 255][((x >> (j * 2)) % 3) as usize]).collect()
+        })
+        .collect();
+    keys.extend(keys.clone());
+    let entries: Vec<(&[u8], usize)> = keys.iter().enumerate().map(|(i, k)| (k.as_slice(), i)).collect();
+    let mut expected = entries.clone();
+    expected.sort_by(|a, b| a.0.cmp(b.0));
+    let sorted: Vec<_> = key_order(&entries).into_iter().map(|i| entries[i]).collect();
+    assert_eq!(sorted, expected);
+}
