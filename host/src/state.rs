@@ -5,11 +5,13 @@
 //! and the dirty entries since the last checkpoint. Reads see the task's own
 //! writes (the cache first). A checkpoint [`TaskStore::freeze`]s the cache:
 //! its entries become a [`LocalCommit`] that another thread writes, with the
-//! checkpoint record and the guest snapshot, in one `WriteBatch`, while reads
-//! see them under the new cache until [`TaskStore::release`]. So what RocksDB
-//! holds always belongs to exactly one checkpoint. The changelog may get the
+//! checkpoint record and the guest snapshot, in one `WriteBatch` (a large
+//! one: the record, then its entries as an ingested table file, which an open
+//! finishes if a crash came between; see `batch`), while reads see them under
+//! the new cache until [`TaskStore::release`]. So what RocksDB holds, once
+//! open, always belongs to exactly one checkpoint. The changelog may get the
 //! cache's entries earlier, in pieces ([`TaskStore::take_ahead`]), and their
-//! part of the checkpoint's `WriteBatch` is then built as they are sent. Under
+//! part of the checkpoint's records is then sorted as they are sent. Under
 //! `processing.guarantee = none` there is no cache: writes go straight through.
 //! It does not decide *when* to checkpoint (that is `task`) nor talk to Kafka.
 
@@ -184,8 +186,8 @@ impl TaskStore {
     }
 
     /// Writes checkpoints of `n` state entries or more as a table file, built
-    /// with the rest of the checkpoint and ingested (0: never); the default
-    /// is `statestore.checkpoint.table.entries`'.
+    /// with the rest of the checkpoint and ingested (0: never). Until this is
+    /// called: 100,000, the default of `statestore.checkpoint.table.entries`.
     pub fn set_table_entries(&mut self, n: u64) {
         self.table_entries = n;
     }
