@@ -33,9 +33,12 @@ const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
 const META_CHECKPOINT: &[u8] = b"checkpoint";
 const META_SNAPSHOT: &[u8] = b"snapshot";
-/// The table file of a checkpoint whose record is written but whose entries
-/// may not be ingested yet (see [`batch::write_checkpoint`]).
+/// The table file of a checkpoint whose entries may not be ingested yet, and
+/// that checkpoint's record and snapshot, which become the live ones once
+/// they are (see [`batch::write_checkpoint`]).
 const META_TABLE: &[u8] = b"table";
+const META_PENDING_CHECKPOINT: &[u8] = b"pending-checkpoint";
+const META_PENDING_SNAPSHOT: &[u8] = b"pending-snapshot";
 
 /// Bytes a cache entry costs beyond its key and value (for the size limit).
 const ENTRY_OVERHEAD: usize = 48;
@@ -210,14 +213,26 @@ impl TaskStore {
     }
 
     /// The last checkpoint and snapshot RocksDB holds.
+    /// A store read beside a running host, or after a crash, may hold a
+    /// checkpoint whose table is ingested but whose record is still pending
+    /// (see `batch::write_checkpoint`): that one is read then, as its
+    /// entries are the ones RocksDB holds.
     pub fn read_checkpoint(&self) -> Result<Restored, StateError> {
         let meta = self.cf(CF_META);
-        let Some(raw) = self.db.get_cf(meta, META_CHECKPOINT).map_err(|e| self.rocks(e))? else {
+        let get = |key| self.db.get_cf(meta, key).map_err(|e| self.rocks(e));
+        let pending = batch::pending_ingested(&self.db, &self.path).map_err(|e| self.rocks(e))?;
+        let (record, snapshot) = match pending {
+            true => {
+                (META_PENDING_CHECKPOINT, get(META_PENDING_SNAPSHOT)?.map_or(META_SNAPSHOT, |_| META_PENDING_SNAPSHOT))
+            }
+            false => (META_CHECKPOINT, META_SNAPSHOT),
+        };
+        let Some(raw) = get(record)? else {
             return Ok(Restored::default());
         };
         let checkpoint = Checkpoint::decode(&raw)
             .map_err(|message| StateError::CorruptCheckpoint { path: self.path.clone(), message })?;
-        let snapshot = self.db.get_cf(meta, META_SNAPSHOT).map_err(|e| self.rocks(e))?.unwrap_or_default();
+        let snapshot = get(snapshot)?.unwrap_or_default();
         Ok(Restored { checkpoint: Some(checkpoint), snapshot })
     }
 

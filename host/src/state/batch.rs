@@ -12,7 +12,10 @@ use std::sync::{Mutex, PoisonError};
 
 use rocksdb::{DB, IngestExternalFileOptions, SstFileWriter, WriteBatch};
 
-use super::{CF_META, CF_STATE, CommitStats, META_CHECKPOINT, META_SNAPSHOT, META_TABLE, StateError};
+use super::{
+    CF_META, CF_STATE, CommitStats, META_CHECKPOINT, META_PENDING_CHECKPOINT, META_PENDING_SNAPSHOT, META_SNAPSHOT,
+    META_TABLE, StateError,
+};
 use crate::checkpoint::Checkpoint;
 
 /// State entries from which a checkpoint's are written as a table file by
@@ -33,10 +36,13 @@ pub(super) fn tables_dir(store: &Path) -> PathBuf {
 
 /// Writes one checkpoint atomically: its state entries (staged), its record
 /// and (unless `None`: the log no longer has it) its snapshot. A batch goes
-/// in one `db.write`. A table goes in two steps: the record, the snapshot
-/// and the table's name in one write, then the table's ingest, which
-/// [`finish_table`] repeats at the next open if the process dies between
-/// them (so the record never stands without its entries).
+/// in one `db.write`. A table goes in three steps: the table's name with
+/// the record and snapshot as pending ones in one write, the table's
+/// ingest, then the record and snapshot made the live ones in one write.
+/// [`finish_table`] completes the steps at the next open if the process
+/// dies between them; until then a reader takes the pending record once the
+/// table is ingested, the live one before (see [`pending_ingested`]), so a
+/// record is never read with other entries than its own.
 pub(super) fn write_checkpoint(
     db: &DB,
     path: &Path,
@@ -51,9 +57,13 @@ pub(super) fn write_checkpoint(
         Stage::Batch(batch) => (batch, None),
         Stage::Table(table) => (WriteBatch::default(), Some(table)),
     };
-    batch.put_cf(meta, META_CHECKPOINT, checkpoint.encode());
+    let (record, snapshot_key) = match table {
+        None => (META_CHECKPOINT, META_SNAPSHOT),
+        Some(_) => (META_PENDING_CHECKPOINT, META_PENDING_SNAPSHOT),
+    };
+    batch.put_cf(meta, record, checkpoint.encode());
     if let Some(s) = snapshot {
-        batch.put_cf(meta, META_SNAPSHOT, s);
+        batch.put_cf(meta, snapshot_key, s);
     }
     let Some(mut table) = table else {
         db.write(batch).map_err(err)?;
@@ -61,12 +71,41 @@ pub(super) fn write_checkpoint(
     };
     batch.put_cf(meta, META_TABLE, table.name());
     db.write(batch).map_err(err)?;
-    // The record names the table now: it must outlive a failed ingest, for
+    // A record names the table now: it must outlive a failed ingest, for
     // the next open to ingest it.
     table.keep = true;
     ingest(db, &table.file).map_err(err)?;
-    db.delete_cf(meta, META_TABLE).map_err(err)?;
+    promote(db).map_err(err)?;
     Ok(stats)
+}
+
+/// Makes the pending record and snapshot the live ones and forgets the
+/// table, in one write.
+fn promote(db: &DB) -> Result<(), rocksdb::Error> {
+    let meta = db.cf_handle(CF_META).expect("column families are created at open");
+    let mut batch = WriteBatch::default();
+    if let Some(record) = db.get_cf(meta, META_PENDING_CHECKPOINT)? {
+        batch.put_cf(meta, META_CHECKPOINT, record);
+    }
+    if let Some(snapshot) = db.get_cf(meta, META_PENDING_SNAPSHOT)? {
+        batch.put_cf(meta, META_SNAPSHOT, snapshot);
+    }
+    for key in [META_PENDING_CHECKPOINT, META_PENDING_SNAPSHOT, META_TABLE] {
+        batch.delete_cf(meta, key);
+    }
+    db.write(batch)
+}
+
+/// Whether a table checkpoint's table is ingested but its record not yet
+/// made the live one: the ingest moves the file away, so a named table no
+/// longer there was ingested. (In the moment between the ingest and the
+/// file's removal this still says no.)
+pub(super) fn pending_ingested(db: &DB, path: &Path) -> Result<bool, rocksdb::Error> {
+    let meta = db.cf_handle(CF_META).expect("column families are created at open");
+    Ok(match db.get_cf(meta, META_TABLE)? {
+        Some(name) => !tables_dir(path).join(String::from_utf8_lossy(&name).as_ref()).exists(),
+        None => false,
+    })
 }
 
 /// Ingests the table a checkpoint record names, if its write stopped before
@@ -83,7 +122,7 @@ pub(super) fn finish_table(db: &DB, path: &Path) -> Result<(), StateError> {
             tracing::info!("{}: ingesting {}, the last checkpoint's entries", path.display(), file.display());
             ingest(db, &file).map_err(err)?;
         }
-        db.delete_cf(meta, META_TABLE).map_err(err)?;
+        promote(db).map_err(err)?;
     }
     if let Ok(stray) = std::fs::read_dir(&dir) {
         for file in stray.flatten() {

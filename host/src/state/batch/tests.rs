@@ -123,38 +123,58 @@ fn a_table_holds_what_the_batch_leaves() {
     assert_eq!(all(&other, other_cf), from_batch);
 }
 
-/// The process died after a checkpoint's record named its table and
-/// before the table was ingested: the next open ingests it (and an
-/// open after that finds nothing left to do). A table no record names
-/// is removed.
+/// The process died after a checkpoint's pending record named its table:
+/// before the ingest, and after it but before the record became the live
+/// one. Either way a reader sees a record with its own entries (the last
+/// live one before the ingest, the pending one after), and the next open
+/// completes the checkpoint (an open after that finds nothing to do). A
+/// table no record names is removed.
 #[test]
 fn an_open_ingests_the_table_a_written_record_names() {
     use crate::state::TaskStore;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (s, _) = TaskStore::open(dir.path(), false).expect("open");
     let keys: Vec<Vec<u8>> = (0..TABLE_ENTRIES).map(|i| format!("k{i:07}").into_bytes()).collect();
-    let mut encoded = Encoded::default();
-    encoded.append_sorted(s.staging.cf(), keys.iter().map(|k| (k.as_slice(), Some(&b"v"[..]))));
-    let staged = Staged::for_store(encoded, CommitStats::default(), dir.path(), TABLE_ENTRIES);
-    let Stage::Table(mut table) = staged.stage else { panic!("{TABLE_ENTRIES} entries make a table") };
-    let meta = s.db.cf_handle(CF_META).expect("meta");
-    let mut batch = WriteBatch::default();
-    batch.put_cf(meta, META_CHECKPOINT, Checkpoint::new(1, Default::default(), String::new()).encode());
-    batch.put_cf(meta, META_TABLE, table.name());
-    s.db.write(batch).expect("write");
-    table.keep = true;
-    drop(table);
-    std::fs::write(tables_dir(dir.path()).join("never-written.sst"), b"x").expect("write");
-    drop(s);
-    for _ in 0..2 {
-        let (s, r) = TaskStore::open(dir.path(), false).expect("reopen");
-        assert_eq!(r.checkpoint.map(|c| c.number), Some(1));
-        assert_eq!(s.get(&keys[0]).expect("get"), Some(b"v".to_vec()));
-        assert_eq!(s.get(keys.last().expect("keys")).expect("get"), Some(b"v".to_vec()));
+    for ingested_before_the_crash in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+        s.put(b"k0000000", b"old").expect("put");
+        s.commit(&Checkpoint::new(1, Default::default(), String::new()), b"one").expect("commit");
+        let mut encoded = Encoded::default();
+        encoded.append_sorted(s.staging.cf(), keys.iter().map(|k| (k.as_slice(), Some(&b"v"[..]))));
+        let staged = Staged::for_store(encoded, CommitStats::default(), dir.path(), TABLE_ENTRIES);
+        let Stage::Table(mut table) = staged.stage else { panic!("{TABLE_ENTRIES} entries make a table") };
         let meta = s.db.cf_handle(CF_META).expect("meta");
-        assert_eq!(s.db.get_cf(meta, META_TABLE).expect("get"), None);
-        let left: Vec<_> = std::fs::read_dir(tables_dir(dir.path())).expect("tables dir").collect();
-        assert!(left.is_empty(), "{left:?}");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, META_PENDING_CHECKPOINT, Checkpoint::new(2, Default::default(), String::new()).encode());
+        batch.put_cf(meta, META_PENDING_SNAPSHOT, b"two");
+        batch.put_cf(meta, META_TABLE, table.name());
+        s.db.write(batch).expect("write");
+        table.keep = true;
+        if ingested_before_the_crash {
+            ingest(&s.db, &table.file).expect("ingest");
+        }
+        drop(table);
+        std::fs::write(tables_dir(dir.path()).join("never-written.sst"), b"x").expect("write");
+        drop(s);
+        let (restored, entries) = TaskStore::read_only(dir.path()).expect("read beside");
+        let (number, snapshot, value) = match ingested_before_the_crash {
+            false => (1, &b"one"[..], &b"old"[..]),
+            true => (2, &b"two"[..], &b"v"[..]),
+        };
+        assert_eq!(restored.checkpoint.map(|c| c.number), Some(number));
+        assert_eq!((restored.snapshot.as_slice(), entries[0].1.as_slice()), (snapshot, value));
+        for _ in 0..2 {
+            let (s, r) = TaskStore::open(dir.path(), false).expect("reopen");
+            assert_eq!(r.checkpoint.map(|c| c.number), Some(2));
+            assert_eq!(r.snapshot, b"two");
+            assert_eq!(s.get(&keys[0]).expect("get"), Some(b"v".to_vec()));
+            assert_eq!(s.get(keys.last().expect("keys")).expect("get"), Some(b"v".to_vec()));
+            let meta = s.db.cf_handle(CF_META).expect("meta");
+            for key in [META_TABLE, META_PENDING_CHECKPOINT, META_PENDING_SNAPSHOT] {
+                assert_eq!(s.db.get_cf(meta, key).expect("get"), None);
+            }
+            let left: Vec<_> = std::fs::read_dir(tables_dir(dir.path())).expect("tables dir").collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 }
 
