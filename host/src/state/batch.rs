@@ -101,11 +101,14 @@ fn promote(db: &DB) -> Result<(), rocksdb::Error> {
 /// longer there was ingested. (In the moment between the ingest and the
 /// file's removal this still says no.)
 pub(super) fn pending_ingested(db: &DB, path: &Path) -> Result<bool, rocksdb::Error> {
+    Ok(named_table(db, path)?.is_some_and(|file| !file.exists()))
+}
+
+/// The file of the table a pending record names, if one does.
+fn named_table(db: &DB, path: &Path) -> Result<Option<PathBuf>, rocksdb::Error> {
     let meta = db.cf_handle(CF_META).expect("column families are created at open");
-    Ok(match db.get_cf(meta, META_TABLE)? {
-        Some(name) => !tables_dir(path).join(String::from_utf8_lossy(&name).as_ref()).exists(),
-        None => false,
-    })
+    let name = db.get_cf(meta, META_TABLE)?;
+    Ok(name.map(|n| tables_dir(path).join(String::from_utf8_lossy(&n).as_ref())))
 }
 
 /// Ingests the table a checkpoint record names, if its write stopped before
@@ -114,17 +117,14 @@ pub(super) fn pending_ingested(db: &DB, path: &Path) -> Result<bool, rocksdb::Er
 /// checkpoints never written, and are removed.
 pub(super) fn finish_table(db: &DB, path: &Path) -> Result<(), StateError> {
     let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
-    let meta = db.cf_handle(CF_META).expect("column families are created at open");
-    let dir = tables_dir(path);
-    if let Some(name) = db.get_cf(meta, META_TABLE).map_err(err)? {
-        let file = dir.join(String::from_utf8_lossy(&name).as_ref());
+    if let Some(file) = named_table(db, path).map_err(err)? {
         if file.exists() {
             tracing::info!("{}: ingesting {}, the last checkpoint's entries", path.display(), file.display());
             ingest(db, &file).map_err(err)?;
         }
         promote(db).map_err(err)?;
     }
-    if let Ok(stray) = std::fs::read_dir(&dir) {
+    if let Ok(stray) = std::fs::read_dir(tables_dir(path)) {
         for file in stray.flatten() {
             if let Err(e) = std::fs::remove_file(file.path()) {
                 tracing::warn!("cannot remove {}, a checkpoint table never written: {e}", file.path().display());
