@@ -24,10 +24,12 @@ use crate::checkpoint::Checkpoint;
 
 mod batch;
 mod cache;
+mod prefetch;
 
 pub use batch::Staged;
 use batch::{Staging, column_family_id, finish_table, write_checkpoint};
 use cache::Cache;
+use prefetch::Prefetch;
 
 const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
@@ -108,6 +110,8 @@ pub struct TaskStore {
     write_through: bool,
     /// Checkpoints of this many entries or more are written as a table (0: never).
     table_entries: u64,
+    /// The RocksDB values of the batch's record keys, read ahead.
+    prefetch: Prefetch,
 }
 
 impl std::fmt::Debug for TaskStore {
@@ -185,6 +189,7 @@ impl TaskStore {
             staging: Arc::new(Staging::new(cf_state)),
             write_through,
             table_entries: batch::TABLE_ENTRIES,
+            prefetch: Prefetch::default(),
         }
     }
 
@@ -237,10 +242,38 @@ impl TaskStore {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(v) = self.cache.get(key).or_else(|| self.frozen.as_ref().and_then(|f| f.get(key))) {
+        if let Some(v) = self.dirty(key).or_else(|| self.prefetch.get(key)) {
             return Ok(v.map(<[u8]>::to_vec));
         }
         self.db.get_cf(self.cf(CF_STATE), key).map_err(|e| self.rocks(e))
+    }
+
+    /// `key` in the cache or the checkpoint being written (`Some(None)`: deleted there).
+    fn dirty(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.cache.get(key).or_else(|| self.frozen.as_ref().and_then(|f| f.get(key)))
+    }
+
+    /// Before a batch: reads the RocksDB values of its record `keys` that are
+    /// not dirty, in one `MultiGet`, for [`TaskStore::get`] to answer from
+    /// until [`TaskStore::end_prefetch`] (see `prefetch` for when it does not).
+    /// Nothing else may change the store in between but `put` and `delete`.
+    /// A failed read holds nothing: the guest's own `get` meets the error.
+    pub fn prefetch<'a>(&mut self, keys: impl Iterator<Item = &'a [u8]>) {
+        if self.write_through || !self.prefetch.wanted() {
+            return;
+        }
+        let mut keys: Vec<&[u8]> = keys.filter(|k| self.dirty(k).is_none()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let values = self.db.batched_multi_get_cf(self.cf(CF_STATE), &keys, true);
+        if let Ok(values) = values.into_iter().collect::<Result<Vec<_>, _>>() {
+            self.prefetch.hold(keys.into_iter().zip(values.iter().map(|v| v.as_deref())));
+        }
+    }
+
+    /// After the batch: forgets what [`TaskStore::prefetch`] read.
+    pub fn end_prefetch(&mut self) {
+        self.prefetch.end();
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {

@@ -186,6 +186,44 @@ fn apply_keeps_the_last_of_equal_keys_and_frozen_entries_stay_readable() {
     assert_eq!(s.get(b"c").expect("get"), Some(b"3".to_vec()));
 }
 
+/// A batch's gets are answered from what was read ahead for it, under the
+/// guest's own writes and the checkpoint being written, and only until the
+/// batch ends. (RocksDB is changed behind the store's back here to tell a
+/// read ahead from a read now.)
+#[test]
+fn a_batch_reads_its_keys_ahead_and_forgets_them_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+    for k in [b"a", b"b", b"c"] {
+        s.put(k, b"1").expect("put");
+    }
+    s.commit(&ckpt(1), b"").expect("commit");
+    s.put(b"c", b"2").expect("put");
+    let local = s.freeze();
+    let behind = |s: &TaskStore, k: &[u8]| s.db.put_cf(s.cf(CF_STATE), k, b"9").expect("put behind");
+
+    s.prefetch([&b"b"[..], b"a", b"c", b"a", b"absent"].into_iter());
+    for k in [b"a", b"b", b"c"] {
+        behind(&s, k);
+    }
+    s.put(b"b", b"3").expect("put");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()), "read ahead");
+    assert_eq!(s.get(b"b").expect("get"), Some(b"3".to_vec()), "own write");
+    assert_eq!(s.get(b"c").expect("get"), Some(b"2".to_vec()), "the checkpoint being written");
+    assert_eq!(s.get(b"absent").expect("get"), None);
+    s.end_prefetch();
+    assert_eq!(s.get(b"a").expect("get"), Some(b"9".to_vec()), "forgotten after the batch");
+    drop(local);
+
+    // Under write-through (no cache), nothing is read ahead.
+    drop(s);
+    let (mut s, _) = TaskStore::open(dir.path(), true).expect("reopen");
+    s.prefetch([&b"a"[..]].into_iter());
+    s.put(b"a", b"4").expect("put");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"4".to_vec()));
+    s.end_prefetch();
+}
+
 #[test]
 fn write_through_writes_immediately() {
     let dir = tempfile::tempdir().expect("tempdir");
