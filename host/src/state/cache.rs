@@ -182,6 +182,12 @@ impl Cache {
         })
     }
 
+    /// The arena's allocated bytes.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.arena.capacity()
+    }
+
     /// Forgets every entry (keeping the memory).
     pub fn clear(&mut self) {
         self.arena.clear();

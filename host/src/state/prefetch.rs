@@ -10,7 +10,9 @@
 //! The reads are a guess, so they are judged: a batch whose guest used fewer
 //! than three quarters of them makes the next batches go without, 1, 2, 4 …
 //! up to 1,024 batches before the next try (a stateless guest, or one that
-//! keys its state otherwise, pays one try in 1,024 batches).
+//! keys its state otherwise, pays one try in 1,024 batches). At most
+//! [`MAX_BYTES`] of reads are held (large values: the rest are read when
+//! the guest asks), and that memory is kept between batches, no more.
 //!
 //! A read is valid for the batch only. It is taken for keys that are neither
 //! dirty nor in the checkpoint being written: RocksDB's value of such a key
@@ -23,6 +25,11 @@ use super::cache::Cache;
 
 /// Batches without prefetching, at most, after a batch that did not use its reads.
 const MAX_BACKOFF: u32 = 1024;
+
+/// Bytes of reads held, at most (as [`super::entry_bytes`] counts them): the
+/// reads beyond are dropped, and their keys read when the guest asks. The
+/// memory is kept between batches up to this size and freed above it.
+pub(super) const MAX_BYTES: usize = 1 << 20;
 
 #[derive(Default)]
 pub(super) struct Prefetch {
@@ -48,9 +55,13 @@ impl Prefetch {
         true
     }
 
-    /// Holds `reads` (key, value) for the batch about to be processed.
+    /// Holds `reads` (key, value) for the batch about to be processed, up
+    /// to [`MAX_BYTES`].
     pub(super) fn hold<'a>(&mut self, reads: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) {
         for (key, value) in reads {
+            if self.values.bytes() >= MAX_BYTES {
+                break;
+            }
             self.values.insert(key, value);
         }
         self.active = !self.values.is_empty();
@@ -78,7 +89,11 @@ impl Prefetch {
             self.skip = self.backoff.max(1);
             self.backoff = (self.skip * 2).min(MAX_BACKOFF);
         }
-        self.values.clear();
+        if self.values.bytes() > MAX_BYTES {
+            self.values = Cache::default();
+        } else {
+            self.values.clear();
+        }
         self.active = false;
     }
 }
@@ -121,6 +136,28 @@ mod tests {
         assert!(batch(&mut p, &keys, &keys[..3]), "three quarters used is enough");
         assert!(batch(&mut p, &keys, &[]));
         assert!(!batch(&mut p, &keys, &keys), "one batch skipped after the backoff reset");
+    }
+
+    /// Large values: the reads stop at the limit (a key not held is read
+    /// when asked for), and a batch's memory above the limit is freed.
+    #[test]
+    fn reads_are_held_up_to_a_limit() {
+        let mut p = Prefetch::default();
+        let big = vec![7u8; MAX_BYTES / 4];
+        let keys: Vec<[u8; 1]> = (0..8u8).map(|i| [i]).collect();
+        assert!(p.wanted());
+        p.hold(keys.iter().map(|k| (&k[..], Some(&big[..]))));
+        assert!(p.get(&[3]).is_some(), "held");
+        assert_eq!(p.get(&[4]), None, "beyond the limit: not held");
+        assert!(p.values.bytes() >= MAX_BYTES);
+        p.end();
+        assert_eq!(p.values.capacity(), 0, "freed");
+        // Small reads: the memory is kept for the next batch.
+        p.skip = 0;
+        assert!(p.wanted());
+        p.hold(keys.iter().map(|k| (&k[..], Some(&b"v"[..]))));
+        p.end();
+        assert!(p.values.capacity() > 0, "kept");
     }
 
     #[test]
