@@ -183,7 +183,6 @@ impl Cache {
     }
 
     /// The arena's allocated bytes.
-    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.arena.capacity()
     }

@@ -12,7 +12,7 @@
 //! up to 1,024 batches before the next try (a stateless guest, or one that
 //! keys its state otherwise, pays one try in 1,024 batches). At most
 //! [`MAX_BYTES`] of reads are held (large values: the rest are read when
-//! the guest asks), and that memory is kept between batches, no more.
+//! the guest asks), and about that much memory is kept between batches.
 //!
 //! A read is valid for the batch only. It is taken for keys that are neither
 //! dirty nor in the checkpoint being written: RocksDB's value of such a key
@@ -27,9 +27,14 @@ use super::cache::Cache;
 const MAX_BACKOFF: u32 = 1024;
 
 /// Bytes of reads held, at most (as [`super::entry_bytes`] counts them): the
-/// reads beyond are dropped, and their keys read when the guest asks. The
-/// memory is kept between batches up to this size and freed above it.
+/// reads beyond are dropped, and their keys read when the guest asks.
 pub(super) const MAX_BYTES: usize = 1 << 20;
+
+/// Memory kept between batches, at most: reads up to [`MAX_BYTES`] fit in
+/// it (the arena grows by doubling), so only a batch that held one value
+/// larger than that frees its memory, and a run of batches near the limit
+/// does not allocate again each time.
+const KEEP_BYTES: usize = 4 * MAX_BYTES;
 
 #[derive(Default)]
 pub(super) struct Prefetch {
@@ -89,7 +94,7 @@ impl Prefetch {
             self.skip = self.backoff.max(1);
             self.backoff = (self.skip * 2).min(MAX_BACKOFF);
         }
-        if self.values.bytes() > MAX_BYTES {
+        if self.values.capacity() > KEEP_BYTES {
             self.values = Cache::default();
         } else {
             self.values.clear();
@@ -139,25 +144,36 @@ mod tests {
     }
 
     /// Large values: the reads stop at the limit (a key not held is read
-    /// when asked for), and a batch's memory above the limit is freed.
+    /// when asked for); the memory of reads up to the limit is kept for the
+    /// next batch, and a value larger than the memory kept is freed.
     #[test]
     fn reads_are_held_up_to_a_limit() {
         let mut p = Prefetch::default();
-        let big = vec![7u8; MAX_BYTES / 4];
         let keys: Vec<[u8; 1]> = (0..8u8).map(|i| [i]).collect();
+        let quarter = vec![7u8; MAX_BYTES / 4];
         assert!(p.wanted());
-        p.hold(keys.iter().map(|k| (&k[..], Some(&big[..]))));
+        p.hold(keys.iter().map(|k| (&k[..], Some(&quarter[..]))));
         assert!(p.get(&[3]).is_some(), "held");
         assert_eq!(p.get(&[4]), None, "beyond the limit: not held");
         assert!(p.values.bytes() >= MAX_BYTES);
         p.end();
-        assert_eq!(p.values.capacity(), 0, "freed");
-        // Small reads: the memory is kept for the next batch.
+        let kept = p.values.capacity();
+        assert!(kept >= MAX_BYTES, "kept: {kept}");
+        // The same again: no new memory.
         p.skip = 0;
         assert!(p.wanted());
-        p.hold(keys.iter().map(|k| (&k[..], Some(&b"v"[..]))));
+        p.hold(keys.iter().map(|k| (&k[..], Some(&quarter[..]))));
         p.end();
-        assert!(p.values.capacity() > 0, "kept");
+        assert_eq!(p.values.capacity(), kept, "reused");
+        // One value above what is kept: freed after its batch.
+        let huge = vec![7u8; KEEP_BYTES + 1];
+        p.skip = 0;
+        assert!(p.wanted());
+        p.hold(keys.iter().map(|k| (&k[..], Some(&huge[..]))));
+        assert!(p.get(&[0]).is_some(), "held");
+        assert_eq!(p.get(&[1]), None, "beyond the limit: not held");
+        p.end();
+        assert_eq!(p.values.capacity(), 0, "freed");
     }
 
     #[test]
