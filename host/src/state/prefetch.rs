@@ -38,10 +38,9 @@ const KEEP_BYTES: usize = 4 * MAX_BYTES;
 
 #[derive(Default)]
 pub(super) struct Prefetch {
-    /// The batch's reads (`None`: not in RocksDB).
+    /// The reads of the batch being processed (`None`: not in RocksDB);
+    /// empty between batches.
     values: Cache,
-    /// Whether `values` holds the reads of the batch being processed.
-    active: bool,
     /// Reads the guest used in this batch.
     used: Cell<usize>,
     /// Batches to go without before the next try.
@@ -69,13 +68,12 @@ impl Prefetch {
             }
             self.values.insert(key, value);
         }
-        self.active = !self.values.is_empty();
         self.used.set(0);
     }
 
     /// A read of this batch: `None` if not read ahead, `Some(None)` if not in RocksDB.
     pub(super) fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        if !self.active {
+        if self.values.is_empty() {
             return None;
         }
         let v = self.values.get(key)?;
@@ -85,7 +83,7 @@ impl Prefetch {
 
     /// Ends the batch: judges its reads and forgets them.
     pub(super) fn end(&mut self) {
-        if !self.active {
+        if self.values.is_empty() {
             return;
         }
         if self.used.get() * 4 >= self.values.len() * 3 {
@@ -99,7 +97,6 @@ impl Prefetch {
         } else {
             self.values.clear();
         }
-        self.active = false;
     }
 }
 
