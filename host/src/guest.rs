@@ -506,7 +506,8 @@ impl Instance {
     /// Processes a packed input batch (see [`packed`]), writing the packed
     /// outputs into `outputs`. `Ok(Some(failure))`: the guest stopped at a
     /// record; `Err`: the call itself failed (a trap poisons the instance).
-    /// The state of the records' keys is read ahead ([`TaskStore::prefetch`]).
+    /// The state of the records' keys is read ahead: taken before this call
+    /// by a task that sealed the batch, else read now ([`TaskStore::prefetch`]).
     pub fn process_batch(&mut self, batch: &[u8], outputs: &mut Vec<u8>) -> Result<Option<BatchFailure>, GuestError> {
         if let Ok(b) = InputBatch::read(batch) {
             self.store().prefetch(b.records().map_while(Result::ok).filter_map(|r| r.key));

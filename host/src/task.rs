@@ -142,11 +142,11 @@ pub struct Task {
     /// For inputs the last checkpoint has no offset of: the first offset this
     /// task processed, where a rollback resumes.
     origins: BTreeMap<String, i64>,
-    /// Records waiting for the next guest call (of one input topic), with
-    /// their offsets and timestamps; and the outputs buffer of the last call.
-    batch: InputWriter,
-    batch_topic: String,
-    batch_inputs: Vec<(i64, Option<i64>)>,
+    /// Records arriving for a guest call, and before it the batch sealed
+    /// while its state is read ahead (see [`Task::enqueue`]); and the
+    /// outputs buffer of the last call.
+    batch: Batch,
+    sealed: Batch,
     outputs: Vec<u8>,
     /// The instance is a hot swap's new module on trial: a batch it fails
     /// sends nothing and moves nothing (see [`Task::flush`]).
@@ -159,6 +159,23 @@ pub struct Task {
 /// cost is noise.
 pub const MAX_BATCH_RECORDS: u32 = 256;
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Records of one input topic waiting for a guest call, with their offsets
+/// and timestamps.
+#[derive(Default)]
+struct Batch {
+    records: InputWriter,
+    topic: String,
+    inputs: Vec<(i64, Option<i64>)>,
+    /// Takes the reads of its keys ([`crate::state::TaskStore::seal_reads`]).
+    ticket: Option<u64>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
 
 impl std::fmt::Debug for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,9 +256,8 @@ impl Task {
             checkpoint_number,
             pending: 0,
             origins: BTreeMap::new(),
-            batch: InputWriter::default(),
-            batch_topic: String::new(),
-            batch_inputs: Vec::new(),
+            batch: Batch::default(),
+            sealed: Batch::default(),
             outputs: Vec::new(),
             trial: false,
         })
@@ -358,10 +374,12 @@ impl Task {
         self.instance.state().dirty_bytes()
     }
 
-    /// Adds one record to the task's batch; processes the batch (see
-    /// [`Task::flush`]) when it is full or the record is of another topic.
-    /// Records before the task's position (a replay after a seek) are
-    /// skipped. Returns how many records were processed.
+    /// Adds one record to the task's batch. A full batch, or one followed
+    /// by a record of another topic, is sealed: its keys' state is read
+    /// ahead while the next batch arrives, and it goes to the guest when
+    /// that one is sealed in turn (or [`Task::flush`]ed). Records before the
+    /// task's position (a replay after a seek) are skipped. Returns how
+    /// many records were processed.
     pub fn enqueue(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink) -> Result<u64, TaskError> {
         let topic = msg.topic();
         let offset = msg.offset();
@@ -369,49 +387,74 @@ impl Task {
             return Ok(0);
         }
         let mut processed = 0;
-        if !self.batch.is_empty() && self.batch_topic != topic {
-            processed += self.flush(sink)?;
+        if !self.batch.is_empty() && self.batch.topic != topic {
+            processed += self.seal(sink)?;
+        }
+        let last = if self.batch.is_empty() { &self.sealed } else { &self.batch };
+        if last.topic == topic && last.inputs.last().is_some_and(|&(last, _)| offset <= last) {
+            return Ok(processed);
         }
         if self.batch.is_empty() {
-            self.batch.begin(topic, self.partition);
-            self.batch_topic.clear();
-            self.batch_topic.push_str(topic);
-        } else if self.batch_inputs.last().is_some_and(|&(last, _)| offset <= last) {
-            return Ok(processed);
+            self.batch.records.begin(topic, self.partition);
+            self.batch.topic.clear();
+            self.batch.topic.push_str(topic);
         }
         let timestamp = msg.timestamp().to_millis();
         let headers = msg.headers();
         let count = headers.map_or(0, |h| h.count()) as u32;
         let iter = headers.into_iter().flat_map(|h| h.iter()).map(|h| (h.key, h.value));
-        self.batch.push(offset, timestamp, msg.key(), msg.payload(), count, iter);
-        self.batch_inputs.push((offset, timestamp));
-        if self.batch.len() >= MAX_BATCH_RECORDS || self.batch.bytes() >= MAX_BATCH_BYTES {
-            processed += self.flush(sink)?;
+        self.batch.records.push(offset, timestamp, msg.key(), msg.payload(), count, iter);
+        self.batch.inputs.push((offset, timestamp));
+        if let Some(key) = msg.key() {
+            self.instance.store().read_ahead(key);
+        }
+        if self.batch.records.len() >= MAX_BATCH_RECORDS || self.batch.records.bytes() >= MAX_BATCH_BYTES {
+            processed += self.seal(sink)?;
         }
         Ok(processed)
     }
 
-    /// Whether records wait in the task's batch.
-    pub fn has_batch(&self) -> bool {
-        !self.batch.is_empty()
+    /// Seals the arriving batch (its last keys go to be read ahead) and
+    /// processes the one sealed before it, whose reads are likely done.
+    fn seal(&mut self, sink: &mut Sink) -> Result<u64, TaskError> {
+        self.batch.ticket = self.instance.store().seal_reads().or(self.batch.ticket);
+        let processed = self.process_sealed(sink)?;
+        std::mem::swap(&mut self.batch, &mut self.sealed);
+        Ok(processed)
     }
 
-    /// Runs the processor on the batch and sends the outputs; the position
-    /// advances past every record processed. Returns how many were.
+    /// Whether records wait in the task's batches.
+    pub fn has_batch(&self) -> bool {
+        !self.batch.is_empty() || !self.sealed.is_empty()
+    }
+
+    /// Runs the processor on the waiting batches, oldest first, and sends
+    /// the outputs; the position advances past every record processed.
+    /// Returns how many were.
     pub fn flush(&mut self, sink: &mut Sink) -> Result<u64, TaskError> {
-        if self.batch.is_empty() {
+        let mut processed = 0;
+        if !self.batch.is_empty() {
+            processed += self.seal(sink)?;
+        }
+        Ok(processed + self.process_sealed(sink)?)
+    }
+
+    /// Runs the processor on the sealed batch (see [`Task::flush`]).
+    fn process_sealed(&mut self, sink: &mut Sink) -> Result<u64, TaskError> {
+        if self.sealed.is_empty() {
             return Ok(0);
         }
         let partition = self.partition;
-        let topic = self.batch_topic.as_str();
-        let inputs = &self.batch_inputs;
+        let Batch { records, topic, inputs, ticket } = &mut self.sealed;
+        let topic = topic.as_str();
         let record_err = |i: usize, source| TaskError::Record {
             topic: topic.to_string(),
             partition,
             offset: inputs.get(i).map_or(-1, |&(o, _)| o),
             source,
         };
-        let result = self.instance.process_batch(self.batch.as_bytes(), &mut self.outputs);
+        self.instance.store().take_reads(ticket.take());
+        let result = self.instance.process_batch(records.as_bytes(), &mut self.outputs);
         let failure = match result {
             Ok(f) => f,
             // The call failed as a whole: name the batch's first record.
@@ -442,8 +485,8 @@ impl Task {
         if let Some(f) = failure {
             return Err(record_err(f.index as usize, f.error));
         }
-        self.batch.clear();
-        self.batch_inputs.clear();
+        records.clear();
+        inputs.clear();
         Ok(done as u64)
     }
 

@@ -224,6 +224,88 @@ fn a_batch_reads_its_keys_ahead_and_forgets_them_after() {
     s.end_prefetch();
 }
 
+/// The same through the reader thread: the keys given as records arrive
+/// are read there, and a sealed batch's reads answer its gets once taken
+/// (RocksDB is changed behind the store's back only after the take: the
+/// reader reads at any time between the seal and the take).
+/// A release between the seal and the take (RocksDB may have changed under
+/// the frozen entries that went) drops them; so does a later ticket's take
+/// (the batch was never processed). A store whose reader ran closes whole:
+/// the reopen finds RocksDB unlocked.
+#[test]
+fn the_reader_thread_reads_a_sealed_batch_and_drops_stale_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
+    for k in [b"a", b"b"] {
+        s.put(k, b"1").expect("put");
+    }
+    s.commit(&ckpt(1), b"").expect("commit");
+    let behind = |s: &TaskStore, k: &[u8], v: &[u8]| s.db.put_cf(s.cf(CF_STATE), k, v).expect("put behind");
+    let read_ahead = |s: &mut TaskStore, keys: &[&[u8]]| {
+        for k in keys {
+            s.read_ahead(k);
+        }
+        s.seal_reads().expect("read ahead")
+    };
+
+    let ticket = read_ahead(&mut s, &[b"a", b"b", b"absent"]);
+    s.take_reads(Some(ticket));
+    behind(&s, b"a", b"9");
+    s.prefetch([&b"a"[..]].into_iter()); // taken already: reads nothing now
+    assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()), "read ahead");
+    assert_eq!(s.get(b"b").expect("get"), Some(b"1".to_vec()));
+    assert_eq!(s.get(b"absent").expect("get"), None);
+    s.end_prefetch();
+    assert_eq!(s.get(b"a").expect("get"), Some(b"9".to_vec()), "forgotten after the batch");
+
+    // Stale: a release between the seal and the take.
+    let ticket = read_ahead(&mut s, &[b"a"]);
+    // Time for the reader to read "a" before it changes (the stale read
+    // this is about).
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    drop(s.freeze());
+    behind(&s, b"a", b"8");
+    drop(s.release());
+    s.take_reads(Some(ticket));
+    assert_eq!(s.get(b"a").expect("get"), Some(b"8".to_vec()), "dropped: read now");
+    s.end_prefetch();
+
+    // A batch never taken is dropped on the way to the next one's.
+    let skipped = read_ahead(&mut s, &[b"b"]);
+    let ticket = read_ahead(&mut s, &[b"a"]);
+    assert!(skipped < ticket);
+    s.take_reads(Some(ticket));
+    behind(&s, b"a", b"7");
+    behind(&s, b"b", b"7");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"8".to_vec()), "its own read ahead");
+    assert_eq!(s.get(b"b").expect("get"), Some(b"7".to_vec()), "not the skipped batch's");
+    s.end_prefetch();
+
+    // Reads answered by the guest's own writes count as used: a batch whose
+    // keys are mostly dirty keeps reading ahead.
+    for k in [b"x", b"y", b"z"] {
+        s.put(k, b"1").expect("put");
+    }
+    let ticket = read_ahead(&mut s, &[b"a", b"x", b"y", b"z"]);
+    s.take_reads(Some(ticket));
+    for k in [b"a", b"x", b"y", b"z"] {
+        s.get(k).expect("get");
+    }
+    s.end_prefetch();
+    s.read_ahead(b"a");
+    assert!(s.seal_reads().is_some(), "the next batch reads ahead too");
+
+    // A sealed batch without reads ahead (backing off) is not read now either.
+    s.take_reads(None);
+    s.prefetch([&b"a"[..]].into_iter());
+    behind(&s, b"a", b"6");
+    assert_eq!(s.get(b"a").expect("get"), Some(b"6".to_vec()), "read when asked");
+    s.end_prefetch();
+
+    drop(s);
+    TaskStore::open(dir.path(), false).expect("reopen: the reader thread let go of RocksDB");
+}
+
 #[test]
 fn write_through_writes_immediately() {
     let dir = tempfile::tempdir().expect("tempdir");
