@@ -293,13 +293,9 @@ impl TaskStore {
         if self.prefetch.taken() || self.write_through || !self.prefetch.wanted() {
             return;
         }
-        let mut keys: Vec<&[u8]> = keys.filter(|k| self.dirty(k).is_none()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let values = self.db.batched_multi_get_cf(self.cf(CF_STATE), &keys, true);
-        if let Ok(values) = values.into_iter().collect::<Result<Vec<_>, _>>() {
-            self.prefetch.hold(keys.into_iter().zip(values.iter().map(|v| v.as_deref())));
-        }
+        let keys: Vec<&[u8]> = keys.filter(|k| self.dirty(k).is_none()).collect();
+        let cf = self.db.cf_handle(CF_STATE).expect("column families are created at open");
+        self.prefetch.read_now(&self.db, cf, keys);
     }
 
     /// After the batch: forgets what [`TaskStore::prefetch`] read.

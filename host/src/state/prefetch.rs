@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
-use rocksdb::DB;
+use rocksdb::{ColumnFamily, DB};
 
 use super::cache::Cache;
 
@@ -66,7 +66,7 @@ pub(super) struct Prefetch {
     values: Cache,
     /// The batch being processed was sealed, and its reads (if any) taken.
     taken: bool,
-    /// Reads the guest used in this batch.
+    /// Reads the guest used in this batch (0 between batches).
     used: Cell<usize>,
     /// Batches to go without before the next try.
     skip: u32,
@@ -196,7 +196,6 @@ impl Prefetch {
             // on this thread, and only between batches.
             if t == ticket && epoch == self.epoch && !reads.failed {
                 std::mem::swap(&mut self.values, &mut values);
-                self.used.set(0);
             }
             self.recycle(values);
         }
@@ -207,10 +206,9 @@ impl Prefetch {
         self.taken
     }
 
-    /// Holds `reads` for the batch about to be processed (read on this thread).
-    pub(super) fn hold<'a>(&mut self, reads: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) {
-        hold(&mut self.values, reads);
-        self.used.set(0);
+    /// Reads `keys` for the batch about to be processed, on this thread.
+    pub(super) fn read_now(&mut self, db: &DB, cf: &ColumnFamily, keys: Vec<&[u8]>) {
+        read_sorted(db, cf, keys, &mut self.values);
     }
 
     fn recycle(&mut self, mut values: Cache) {
@@ -242,10 +240,11 @@ impl Prefetch {
     /// Ends the batch: judges its reads and forgets them.
     pub(super) fn end(&mut self) {
         self.taken = false;
+        let used = self.used.replace(0);
         if self.values.is_empty() {
             return;
         }
-        if self.used.get() * 4 >= self.values.len() * 3 {
+        if used * 4 >= self.values.len() * 3 {
             self.backoff = 1;
         } else {
             self.skip = self.backoff.max(1);
@@ -262,6 +261,20 @@ impl Prefetch {
     pub(super) fn stop(&mut self) {
         self.reader = None;
         self.in_flight.clear();
+    }
+}
+
+/// Reads `keys` in one sorted `MultiGet` into `values` (empty), up to
+/// [`MAX_BYTES`]. Returns whether the read succeeded; a failed one holds nothing.
+fn read_sorted(db: &DB, cf: &ColumnFamily, mut keys: Vec<&[u8]>, values: &mut Cache) -> bool {
+    keys.sort_unstable();
+    keys.dedup();
+    match db.batched_multi_get_cf(cf, &keys, true).into_iter().collect::<Result<Vec<_>, _>>() {
+        Ok(read) => {
+            hold(values, keys.into_iter().zip(read.iter().map(|v| v.as_deref())));
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -329,17 +342,7 @@ impl Drop for Reader {
 fn read(db: &DB, requests: &Receiver<Request>, results: &Sender<Reads>) {
     let Some(cf) = db.cf_handle(super::CF_STATE) else { return };
     while let Ok(Request { keys: buf, mut values }) = requests.recv() {
-        let mut keys: Vec<&[u8]> = batch_keys(&buf).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let read = db.batched_multi_get_cf(cf, &keys, true).into_iter().collect::<Result<Vec<_>, _>>();
-        let failed = match read {
-            Ok(read) => {
-                hold(&mut values, keys.into_iter().zip(read.iter().map(|v| v.as_deref())));
-                false
-            }
-            Err(_) => true,
-        };
+        let failed = !read_sorted(db, cf, batch_keys(&buf).collect(), &mut values);
         if results.send(Reads { values, failed, keys: buf }).is_err() {
             return;
         }
@@ -365,7 +368,7 @@ mod tests {
         if !p.wanted() {
             return false;
         }
-        p.hold(keys.iter().map(|k| (*k, Some(&b"v"[..]))));
+        hold(&mut p.values, keys.iter().map(|k| (*k, Some(&b"v"[..]))));
         for k in used {
             assert_eq!(p.get(k), Some(Some(&b"v"[..])));
         }
@@ -406,7 +409,7 @@ mod tests {
         let keys: Vec<[u8; 1]> = (0..8u8).map(|i| [i]).collect();
         let quarter = vec![7u8; MAX_BYTES / 4];
         assert!(p.wanted());
-        p.hold(keys.iter().map(|k| (&k[..], Some(&quarter[..]))));
+        hold(&mut p.values, keys.iter().map(|k| (&k[..], Some(&quarter[..]))));
         assert!(p.get(&[3]).is_some(), "held");
         assert_eq!(p.get(&[4]), None, "beyond the limit: not held");
         assert!(p.values.bytes() >= MAX_BYTES);
@@ -416,14 +419,14 @@ mod tests {
         // The same again: no new memory.
         p.skip = 0;
         assert!(p.wanted());
-        p.hold(keys.iter().map(|k| (&k[..], Some(&quarter[..]))));
+        hold(&mut p.values, keys.iter().map(|k| (&k[..], Some(&quarter[..]))));
         p.end();
         assert_eq!(p.values.capacity(), kept, "reused");
         // One value above what is kept: freed after its batch.
         let huge = vec![7u8; KEEP_BYTES + 1];
         p.skip = 0;
         assert!(p.wanted());
-        p.hold(keys.iter().map(|k| (&k[..], Some(&huge[..]))));
+        hold(&mut p.values, keys.iter().map(|k| (&k[..], Some(&huge[..]))));
         assert!(p.get(&[0]).is_some(), "held");
         assert_eq!(p.get(&[1]), None, "beyond the limit: not held");
         p.end();
