@@ -1,6 +1,7 @@
 //! Adapts a [`Processor`](crate::Processor) to the WIT exports. Compiled only
 //! for wasm32; the `export!` macro instantiates it for the user's type.
 
+use crate::state::{Buffered, Host, Provided, WriteBuffer};
 use crate::{Config, Processor, State};
 
 #[doc(hidden)]
@@ -40,6 +41,21 @@ impl State for HostState {
     }
 }
 
+impl Host for HostState {
+    fn write_many(&mut self, writes: &[u8]) {
+        host_state::write_many(writes)
+    }
+    fn batch_values(&mut self, batch: &[u8]) -> Vec<u8> {
+        host_state::batch_values(batch)
+    }
+}
+
+std::thread_local! {
+    /// A batch's writes until it ends, and the values of its record keys
+    /// (their memory kept from batch to batch).
+    static BATCH: core::cell::RefCell<(WriteBuffer, Provided)> = core::cell::RefCell::default();
+}
+
 const NOT_INITIALISED: &str = "the host called the processor before init";
 
 fn failed(outputs: Vec<u8>, index: usize, message: String) -> types::BatchOutput {
@@ -60,7 +76,19 @@ impl<T: Instance> bindings::Guest for T {
         T::with(|slot| match slot.as_mut() {
             Some(p) => {
                 let mut outputs = Vec::with_capacity(batch.len());
-                match crate::packed::process_batch(p, &mut HostState, &batch, &mut outputs) {
+                // The batch's writes go to the host in one call at its end,
+                // a failed record's too (as one `put` each would have).
+                let failure = BATCH.with(|b| {
+                    let (buffer, provided) = &mut *b.borrow_mut();
+                    let mut state = Buffered::new(HostState, buffer, provided, &batch);
+                    let failure =
+                        crate::packed::process_batch_with(p, &mut state, &batch, &mut outputs, |s, i, key| {
+                            s.at_record(i, key)
+                        });
+                    state.flush();
+                    failure
+                });
+                match failure {
                     None => types::BatchOutput { outputs, failure: None },
                     Some((index, message)) => failed(outputs, index, message),
                 }

@@ -25,6 +25,16 @@
 //! `input` of an output is the index in the batch of the record that produced
 //! it; outputs come in input order. A topic of -1 is the first configured
 //! output topic. Header keys and topics are UTF-8.
+//!
+//! The state's `write-many` and `batch-values` imports (the SDK's buffered
+//! state) take and give buffers of the same kind:
+//!
+//! ```text
+//! writes := write*                      (to the end of the buffer)
+//! write  := key-len:u32 key value-len:i32 value   (-1: a delete)
+//! values := value*                      (one per record of the batch)
+//! value  := value-len:i32 value         (-1: no value; -2: not known)
+//! ```
 
 use core::fmt;
 
@@ -376,6 +386,41 @@ pub fn read_outputs(buf: &[u8]) -> impl Iterator<Item = Result<OutputRef<'_>, Fo
     })
 }
 
+/// Appends one write to `writes` (the state's `write-many` format:
+/// `key-len:u32 key value-len:i32 value`, -1 a delete).
+pub fn push_write(writes: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    put_u32(writes, u32::try_from(key.len()).expect("a state key of 4 GiB"));
+    writes.extend_from_slice(key);
+    put_i32(writes, len_of(value));
+    writes.extend_from_slice(value.unwrap_or_default());
+}
+
+/// Appends a record key's value to `values` (the state's `batch-values`
+/// format: `value-len:i32 value` per record of the batch, in order, -1 no
+/// value, -2 not known: the guest asks with `get`).
+pub fn push_batch_value(values: &mut Vec<u8>, value: Option<Option<&[u8]>>) {
+    match value {
+        Some(v) => {
+            put_i32(values, len_of(v));
+            values.extend_from_slice(v.unwrap_or_default());
+        }
+        None => put_i32(values, -2),
+    }
+}
+
+/// Calls `f` with each write of `writes` in order (`None`: a delete);
+/// stops at a malformed one, before calling `f` with it.
+pub fn read_writes<'a>(writes: &'a [u8], mut f: impl FnMut(&'a [u8], Option<&'a [u8]>)) -> Result<(), FormatError> {
+    let mut r = Reader { buf: writes, at: 0 };
+    while !r.at_end() {
+        let klen = r.u32("state key length")? as usize;
+        let key = r.bytes(klen, "state key")?;
+        let vlen = r.i32("state value length")?;
+        f(key, r.optional(vlen, "state value")?);
+    }
+    Ok(())
+}
+
 /// Runs `p` over every record of the packed `batch` with `state`, appending
 /// the packed outputs to `outputs`; stops at the first record that fails and
 /// returns its index and message. The component's `process-batch` export
@@ -385,6 +430,18 @@ pub fn process_batch<P: Processor>(
     state: &mut dyn State,
     batch: &[u8],
     outputs: &mut Vec<u8>,
+) -> Option<(usize, String)> {
+    process_batch_with(p, &mut { state }, batch, outputs, |_, _, _| {})
+}
+
+/// [`process_batch`], calling `at_record` with the state, each record's
+/// index and its key before the processor gets the record.
+pub(crate) fn process_batch_with<'b, P: Processor, S: State>(
+    p: &mut P,
+    state: &mut S,
+    batch: &'b [u8],
+    outputs: &mut Vec<u8>,
+    mut at_record: impl FnMut(&mut S, usize, Option<&'b [u8]>),
 ) -> Option<(usize, String)> {
     let b = match InputBatch::read(batch) {
         Ok(b) => b,
@@ -407,6 +464,7 @@ pub fn process_batch<P: Processor>(
             value: rec.value,
             headers: &headers,
         };
+        at_record(state, i, rec.key);
         let before = outputs.len();
         if let Err(e) = p.process(&record, &mut Context::new(state, outputs, i as u32)) {
             // Nothing a failed record emitted is produced.

@@ -122,8 +122,9 @@ fn state_trap(e: StateError) -> wasmtime::Error {
 /// The `state` interface, written out instead of bindgen's: bindgen's host
 /// functions take every `list<u8>` as a new `Vec` (an allocation, a copy and
 /// a free per key and value, three per get + put). `get` and `scan-prefix`
-/// read the key in guest memory (`WasmList`); `put` and `delete`, which need
-/// the store mutably, copy theirs into one reused buffer ([`with_copied`]).
+/// (and `batch-values`) read the key in guest memory (`WasmList`); `put`,
+/// `delete` and `write-many`, which need the store mutably, copy theirs into
+/// one reused buffer ([`with_copied`]).
 fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
     let mut state = linker.instance("wasmstream:processor/state@0.2.0")?;
     state.func_wrap("get", |cx: StoreContextMut<'_, TaskData>, (key,): (WasmList<u8>,)| {
@@ -136,6 +137,31 @@ fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
     })?;
     state.func_wrap("delete", |mut cx: StoreContextMut<'_, TaskData>, (key,): (WasmList<u8>,)| {
         with_copied(&mut cx, &[&key], |store, b| store.delete(b)).map_err(state_trap)
+    })?;
+    state.func_wrap("write-many", |mut cx: StoreContextMut<'_, TaskData>, (writes,): (WasmList<u8>,)| {
+        with_copied(&mut cx, &[&writes], |store, b| {
+            let mut result = Ok(());
+            packed::read_writes(b, |key, value| {
+                if result.is_ok() {
+                    result = match value {
+                        Some(v) => store.put(key, v),
+                        None => store.delete(key),
+                    };
+                }
+            })
+            .map_err(|e| wasmtime::Error::msg(format!("state.write-many: {e}")))?;
+            result.map_err(state_trap)
+        })
+    })?;
+    state.func_wrap("batch-values", |cx: StoreContextMut<'_, TaskData>, (batch,): (WasmList<u8>,)| {
+        let (batch, store) = (batch.as_le_slice(&cx), &cx.data().store);
+        let malformed = |e: FormatError| wasmtime::Error::msg(format!("state.batch-values: {e}"));
+        let mut values = Vec::with_capacity(batch.len() / 4);
+        for record in InputBatch::read(batch).map_err(malformed)?.records() {
+            let known = record.map_err(malformed)?.key.and_then(|k| store.known(k));
+            packed::push_batch_value(&mut values, known);
+        }
+        Ok((values,))
     })?;
     state.func_wrap("scan-prefix", |cx: StoreContextMut<'_, TaskData>, (prefix, limit): (WasmList<u8>, u32)| {
         let entries = cx.data().store.scan_prefix(prefix.as_le_slice(&cx), limit).map_err(state_trap)?;

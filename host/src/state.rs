@@ -246,14 +246,21 @@ impl TaskStore {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(v) = self.dirty(key) {
-            self.prefetch.shadowed(key);
-            return Ok(v.map(<[u8]>::to_vec));
-        }
-        if let Some(v) = self.prefetch.get(key) {
+        if let Some(v) = self.known(key) {
             return Ok(v.map(<[u8]>::to_vec));
         }
         self.db.get_cf(self.cf(CF_STATE), key).map_err(|e| self.rocks(e))
+    }
+
+    /// `key`'s value when it is known without asking RocksDB: written since
+    /// the last checkpoint, or read ahead for the batch (`None`: not
+    /// known). Counts as the guest's read of the batch's reads ahead.
+    pub fn known(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        if let Some(v) = self.dirty(key) {
+            self.prefetch.shadowed(key);
+            return Some(v);
+        }
+        self.prefetch.get(key)
     }
 
     /// `key` in the cache or the checkpoint being written (`Some(None)`: deleted there).

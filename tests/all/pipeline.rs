@@ -2,6 +2,7 @@
 //! graceful stop and restart that repeats nothing (I4), and `none`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -54,6 +55,42 @@ pub fn wordcount_across_a_graceful_restart(name: &str, module: &std::path::Path)
     assert_each_count_exactly_once(&outputs, &expected_counts(&in_all, &BTreeMap::new()));
     for t in app.checkpoints() {
         assert_eq!(wordcount_snapshot(&t), in_all.iter().filter(|r| r.partition == t.partition).count() as u64);
+    }
+}
+
+/// The per-key count (`examples/count`) reads each record's key from the
+/// values the host gives for the whole batch (`batch-values`: read ahead on
+/// the store's reader thread, or written earlier, or in the checkpoint being
+/// written) and sends its writes once per batch (`write-many`). 50 keys, so
+/// a batch of 256 records holds each key several times (its own writes come
+/// first); checkpoints every 200 ms and a restart put the counts in RocksDB
+/// and the frozen checkpoint in between. Every count from 1 to the key's
+/// total must come out exactly once.
+#[test]
+fn the_per_key_count_counts_exactly_through_batch_values_and_a_restart() {
+    let app = App::new("count", 2, &guest("count"), "commit.interval.ms = 200");
+    let keys = 50;
+    let records = |from: usize, n: usize| -> Vec<(String, String)> {
+        (from..from + n).map(|i| (format!("key-{:03}", i % keys), "x".to_string())).collect()
+    };
+    let mut outputs = Vec::new();
+    for (from, n) in [(0, 6000), (6000, 4000)] {
+        produce(&app.input, &records(from, n));
+        let host = app.start();
+        let out = read_topic(&app.output, from + n, Duration::from_millis(1500), Duration::from_secs(120));
+        let (status, log) = host.stop();
+        assert!(status.success(), "graceful stop must exit 0: {status}\n{log}");
+        assert_eq!(out.len(), from + n, "one output per input, none twice\n{log}");
+        outputs = out;
+    }
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in &outputs {
+        counts.entry(r.key.clone()).or_default().push(r.value.parse().expect("a count"));
+    }
+    assert_eq!(counts.len(), keys);
+    for (key, mut seen) in counts {
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=200).collect::<Vec<u64>>(), "{key}: each count once");
     }
 }
 
