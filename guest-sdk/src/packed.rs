@@ -408,6 +408,26 @@ pub fn push_batch_value(values: &mut Vec<u8>, value: Option<Option<&[u8]>>) {
     }
 }
 
+/// Calls `f` with where each value of `values` (the `batch-values` format)
+/// starts and its length (-1: no value, -2: not known), in record order;
+/// stops at a malformed one, before calling `f` with it.
+pub fn read_batch_values(values: &[u8], mut f: impl FnMut(usize, i32)) -> Result<(), FormatError> {
+    let mut r = Reader { buf: values, at: 0 };
+    while !r.at_end() {
+        let len = r.i32("state value length")?;
+        let start = r.at;
+        match len {
+            -2 | -1 => {}
+            n if n >= 0 => {
+                r.bytes(n as usize, "state value")?;
+            }
+            _ => return Err(r.err("state value length")),
+        }
+        f(start, len);
+    }
+    Ok(())
+}
+
 /// Calls `f` with each write of `writes` in order (`None`: a delete);
 /// stops at a malformed one, before calling `f` with it.
 pub fn read_writes<'a>(writes: &'a [u8], mut f: impl FnMut(&'a [u8], Option<&'a [u8]>)) -> Result<(), FormatError> {
@@ -479,6 +499,29 @@ pub(crate) fn process_batch_with<'b, P: Processor, S: State>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_values_and_writes_round_trip() {
+        let mut values = Vec::new();
+        for v in [Some(Some(&b"ab"[..])), Some(None), None, Some(Some(&b""[..]))] {
+            push_batch_value(&mut values, v);
+        }
+        let mut read = Vec::new();
+        read_batch_values(&values, |start, len| read.push((start, len))).expect("well-formed");
+        assert_eq!(read, vec![(4, 2), (10, -1), (14, -2), (18, 0)]);
+        assert_eq!(&values[4..6], b"ab");
+        let mut short = Vec::new();
+        let err = read_batch_values(&values[..5], |start, len| short.push((start, len))).unwrap_err();
+        assert_eq!((short.len(), err.what), (0, "state value"), "a truncated value is not read");
+
+        let mut writes = Vec::new();
+        push_write(&mut writes, b"k", Some(b"v"));
+        push_write(&mut writes, b"gone", None);
+        let mut read = Vec::new();
+        read_writes(&writes, |k, v| read.push((k.to_vec(), v.map(<[u8]>::to_vec)))).expect("well-formed");
+        assert_eq!(read, vec![(b"k".to_vec(), Some(b"v".to_vec())), (b"gone".to_vec(), None)]);
+        assert!(read_writes(&writes[..writes.len() - 1], |_, _| {}).is_err());
+    }
 
     #[test]
     fn input_batch_round_trips() {

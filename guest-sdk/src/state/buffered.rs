@@ -145,17 +145,10 @@ pub(crate) struct Provided {
 impl Provided {
     fn load(&mut self, values: Vec<u8>) {
         self.at.clear();
-        let mut p = 0;
-        while p + 4 <= values.len() {
-            let len = i32::from_le_bytes([values[p], values[p + 1], values[p + 2], values[p + 3]]);
-            let start = p + 4;
-            p = start + len.max(0) as usize;
-            if p > values.len() {
-                // Malformed: nothing past here is known.
-                break;
-            }
-            self.at.push((start as u32, len));
-        }
+        let at = &mut self.at;
+        // A malformed buffer: the records past its error are not known
+        // (their keys are asked for with `get`).
+        let _ = crate::packed::read_batch_values(&values, |start, len| at.push((start as u32, len)));
         self.values = values;
         self.loaded = true;
     }
