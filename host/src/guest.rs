@@ -140,6 +140,8 @@ fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
     })?;
     state.func_wrap("write-many", |mut cx: StoreContextMut<'_, TaskData>, (writes,): (WasmList<u8>,)| {
         with_copied(&mut cx, &[&writes], |store, b| {
+            // A malformed buffer is reported by the pass below.
+            let _ = packed::read_writes(b, |key, _| store.hint(key));
             let mut result = Ok(());
             packed::read_writes(b, |key, value| {
                 if result.is_ok() {
@@ -157,7 +159,9 @@ fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
         let (batch, store) = (batch.as_le_slice(&cx), &cx.data().store);
         let malformed = |e: FormatError| wasmtime::Error::msg(format!("state.batch-values: {e}"));
         let mut values = Vec::with_capacity(batch.len() / 4);
-        for record in InputBatch::read(batch).map_err(malformed)?.records() {
+        let input = InputBatch::read(batch).map_err(malformed)?;
+        input.records().map_while(Result::ok).filter_map(|r| r.key).for_each(|k| store.hint(k));
+        for record in input.records() {
             let known = record.map_err(malformed)?.key.and_then(|k| store.known(k));
             packed::push_batch_value(&mut values, known);
         }

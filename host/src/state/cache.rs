@@ -8,18 +8,27 @@
 //! the changelog ahead of the checkpoint ([`Cache::take_unsent`]). A value
 //! that outgrows its room gets a new record with twice the room and the old
 //! one is marked stale, so a value that keeps growing leaves stale records
-//! smaller, in all, than its newest record's room. The table holds each
-//! entry's hash with its position, so a lookup compares key bytes only on a
-//! full hash match.
+//! smaller, in all, than its newest record's room.
 //!
-//! Before, the cache was a `HashMap<Vec<u8>, Option<Vec<u8>>>`: two heap
+//! The table is open addressing with linear probing over 16-byte slots
+//! (each entry's hash with its position, so a lookup compares key bytes only
+//! on a full hash match), at most half full. A lookup of a key that is not
+//! there usually reads one cache line, and the insert that follows it writes
+//! that same line. With a million keys the table is far larger than the CPU's
+//! caches, so callers with many keys at hand hash them first and
+//! [`Cache::prefetch`] their slots, and the misses overlap instead of
+//! coming one after the other. Before, the table was hashbrown's, whose
+//! control bytes and slots lie apart: a miss read one line and the insert
+//! wrote another, cold one (see BENCHMARKS.md, "eleventh").
+//!
+//! Before that, the cache was a `HashMap<Vec<u8>, Option<Vec<u8>>>`: two heap
 //! allocations per dirty key, freed on the checkpoint thread, and a
 //! checkpoint's entries scattered over the heap for its changelog records and
 //! RocksDB batch to chase (see BENCHMARKS.md). [`Cache::entries`] now reads
 //! them in arena order.
 
-use hashbrown::HashTable;
 use std::hash::BuildHasher;
+use std::sync::LazyLock;
 
 /// The value length of a deleted entry.
 const DELETED: u32 = u32::MAX;
@@ -27,10 +36,22 @@ const DELETED: u32 = u32::MAX;
 const STALE: u32 = 1 << 31;
 const HEADER: usize = 12;
 
-#[derive(Clone, Copy)]
+/// A table slot: an entry's hash and its record's position + 1 (0: empty).
+#[derive(Clone, Copy, Default)]
 struct Slot {
     hash: u64,
     at: usize,
+}
+
+/// The hash of every cache's keys: seeded at random once per process, so
+/// that keys from Kafka cannot be chosen to collide, and the same in every
+/// cache, so that one hash finds a key in a task's cache and in the
+/// checkpoint being written.
+static HASHER: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
+
+/// `key`'s hash, for [`Cache::prefetch`], [`Cache::get_hashed`] and [`Cache::insert_hashed`].
+pub fn hash(key: &[u8]) -> u64 {
+    HASHER.hash_one(key)
 }
 
 fn u32_at(arena: &[u8], at: usize) -> u32 {
@@ -65,8 +86,10 @@ fn len32(n: usize, what: &str) -> u32 {
 #[derive(Default)]
 pub struct Cache {
     arena: Vec<u8>,
-    table: HashTable<Slot>,
-    hasher: foldhash::fast::RandomState,
+    /// A power of two long (or empty), at most half full.
+    slots: Vec<Slot>,
+    /// Entries in `slots`.
+    len: usize,
     /// What the live entries count against `statestore.cache.max.bytes`
     /// ([`super::entry_bytes`] each).
     bytes: usize,
@@ -81,11 +104,11 @@ pub struct Cache {
 impl Cache {
     /// Entries (keys) held.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len == 0
     }
 
     /// What the cache counts against its limit: the live entries'
@@ -94,11 +117,43 @@ impl Cache {
         self.bytes.max(self.arena.len())
     }
 
+    /// The slot of the entry with `hash` and `key` (`Ok`), or the empty
+    /// slot where it would go (`Err`). The table must not be empty.
+    fn find(&self, hash: u64, key: &[u8]) -> Result<usize, usize> {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = self.slots[i];
+            if slot.at == 0 {
+                return Err(i);
+            }
+            if slot.hash == hash && key_at(&self.arena, slot.at - 1) == key {
+                return Ok(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Asks the CPU to fetch the slot where a key with `hash` is looked for
+    /// first, ahead of a [`Cache::get_hashed`] or [`Cache::insert_hashed`].
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(hash as usize & self.slots.len().wrapping_sub(1)) {
+            prefetch(slot);
+        }
+    }
+
     /// `None`: not in the cache; `Some(None)`: deleted in it.
     pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        let hash = self.hasher.hash_one(key);
-        let slot = self.table.find(hash, |s| s.hash == hash && key_at(&self.arena, s.at) == key)?;
-        Some(value_at(&self.arena, slot.at))
+        self.get_hashed(hash(key), key)
+    }
+
+    /// [`Cache::get`] of `key`, whose [`hash`] is `hash`.
+    pub fn get_hashed(&self, hash: u64, key: &[u8]) -> Option<Option<&[u8]>> {
+        if self.len == 0 {
+            return None;
+        }
+        let i = self.find(hash, key).ok()?;
+        Some(value_at(&self.arena, self.slots[i].at - 1))
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
@@ -107,12 +162,19 @@ impl Cache {
 
     /// Sets `key` to `value` (`None`: deleted).
     pub fn insert(&mut self, key: &[u8], value: Option<&[u8]>) {
-        let hash = self.hasher.hash_one(key);
+        self.insert_hashed(hash(key), key, value)
+    }
+
+    /// [`Cache::insert`] of `key`, whose [`hash`] is `hash`.
+    pub fn insert_hashed(&mut self, hash: u64, key: &[u8], value: Option<&[u8]>) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
         let new_len = value.map_or(0, <[u8]>::len);
-        let arena = &mut self.arena;
-        match self.table.find_mut(hash, |s| s.hash == hash && key_at(arena, s.at) == key) {
-            Some(slot) => {
-                let at = slot.at;
+        match self.find(hash, key) {
+            Ok(i) => {
+                let arena = &mut self.arena;
+                let at = self.slots[i].at - 1;
                 let old = value_at(arena, at);
                 self.deleted -= usize::from(old.is_none());
                 self.bytes -= super::entry_bytes(key.len(), old.map_or(0, <[u8]>::len));
@@ -126,16 +188,32 @@ impl Cache {
                 } else {
                     set_u32(arena, at, len32(key.len(), "key") | STALE);
                     let room = if new_len > room { new_len.max(2 * room) } else { room };
-                    slot.at = append(arena, key, value, room);
+                    self.slots[i].at = append(arena, key, value, room) + 1;
                 }
             }
-            None => {
-                let at = append(arena, key, value, new_len);
-                self.table.insert_unique(hash, Slot { hash, at }, |s| s.hash);
+            Err(i) => {
+                let at = append(&mut self.arena, key, value, new_len);
+                self.slots[i] = Slot { hash, at: at + 1 };
+                self.len += 1;
             }
         }
         self.bytes += super::entry_bytes(key.len(), new_len);
         self.deleted += usize::from(value.is_none());
+    }
+
+    /// Doubles the table (to 64 slots, from empty), moving the entries by
+    /// their stored hashes.
+    fn grow(&mut self) {
+        let len = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); len]);
+        let mask = len - 1;
+        for slot in old.into_iter().filter(|s| s.at != 0) {
+            let mut i = slot.hash as usize & mask;
+            while self.slots[i].at != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = slot;
+        }
     }
 
     /// Entries that are deletes.
@@ -190,12 +268,26 @@ impl Cache {
     /// Forgets every entry (keeping the memory).
     pub fn clear(&mut self) {
         self.arena.clear();
-        self.table.clear();
+        self.slots.fill(Slot::default());
+        self.len = 0;
         self.bytes = 0;
         self.sent = 0;
         self.deleted = 0;
     }
 }
+
+/// A hint to the CPU to bring `slot`'s cache line in; no effect on the program.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn prefetch(slot: &Slot) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: SSE is in every x86_64 CPU, and a prefetch neither faults nor
+    // changes memory (the address is a live reference besides).
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(slot).cast::<i8>()) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch(_: &Slot) {}
 
 /// The position of the record after the one at `at`.
 fn next_record(arena: &[u8], at: usize) -> usize {
@@ -293,6 +385,13 @@ mod tests {
         assert_eq!(cache.deleted(), model.values().filter(|v| v.is_none()).count());
         cache.clear();
         assert_eq!((cache.len(), cache.bytes(), cache.entries().count()), (0, 0, 0));
+        // The emptied table keeps its slots and finds nothing it held.
+        let (key, _) = model.iter().next().expect("the model holds entries");
+        assert_eq!(cache.get(key), None);
+        cache.prefetch(hash(key));
+        cache.insert_hashed(hash(key), key, Some(b"again"));
+        assert_eq!(cache.get(key), Some(Some(&b"again"[..])));
+        assert_eq!(cache.len(), 1);
     }
 
     /// Random writes with the records taken now and then for the changelog:
