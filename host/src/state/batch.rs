@@ -382,6 +382,10 @@ impl Encoded {
         // path (measured on 1M 16-byte keys: 89 ms to write, 113 with the
         // column family's LZ4).
         opts.set_compression_type(rocksdb::DBCompressionType::None);
+        // Without the column family's data-block hash index: building it
+        // made a 1M-key checkpoint's table ~20-40 ms slower (BENCHMARKS.md,
+        // "eleventh"); compaction rewrites the table with it.
+        opts.set_block_based_table_factory(&rocksdb::BlockBasedOptions::default());
         let writer = SstFileWriter::create(&opts);
         writer.open(file)?;
         let mut writer = writer;
