@@ -141,14 +141,14 @@ fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
     state.func_wrap("write-many", |mut cx: StoreContextMut<'_, TaskData>, (writes,): (WasmList<u8>,)| {
         with_copied(&mut cx, &[&writes], |store, b| {
             // A malformed buffer is reported by the pass below.
-            let _ = packed::read_writes(b, |key, _| store.hint(key));
+            let mut hashes = Vec::new();
+            let _ = packed::read_writes(b, |key, _| hashes.push(store.hint(key)));
+            let mut hashes = hashes.into_iter();
             let mut result = Ok(());
             packed::read_writes(b, |key, value| {
+                let hash = hashes.next().unwrap_or_else(|| store.hint(key));
                 if result.is_ok() {
-                    result = match value {
-                        Some(v) => store.put(key, v),
-                        None => store.delete(key),
-                    };
+                    result = store.write_hashed(hash, key, value);
                 }
             })
             .map_err(|e| wasmtime::Error::msg(format!("state.write-many: {e}")))?;
@@ -160,9 +160,12 @@ fn add_state(linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
         let malformed = |e: FormatError| wasmtime::Error::msg(format!("state.batch-values: {e}"));
         let mut values = Vec::with_capacity(batch.len() / 4);
         let input = InputBatch::read(batch).map_err(malformed)?;
-        input.records().map_while(Result::ok).filter_map(|r| r.key).for_each(|k| store.hint(k));
-        for record in input.records() {
-            let known = record.map_err(malformed)?.key.and_then(|k| store.known(k));
+        let hashes: Vec<u64> =
+            input.records().map_while(Result::ok).map(|r| r.key.map_or(0, |k| store.hint(k))).collect();
+        for (record, i) in input.records().zip(0..) {
+            let key = record.map_err(malformed)?.key;
+            let known =
+                key.and_then(|k| store.known_hashed(hashes.get(i).copied().unwrap_or_else(|| store.hint(k)), k));
             packed::push_batch_value(&mut values, known);
         }
         Ok((values,))

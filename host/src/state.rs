@@ -145,9 +145,10 @@ fn db_options() -> Options {
 /// read finds its key in a block without a binary search (the state reader
 /// spent ~34% of its time in that search). Measured in the per-key count
 /// (4 alternating pairs, BENCHMARKS.md "eleventh"): the reader's CPU 1.25 s
-/// against 1.39 s, records/s ahead in every pair. A bloom filter beside it
-/// cut the reader's CPU by another 20% but moved neither records/s nor the
-/// CPU per record (3 pairs), and was not kept.
+/// against 1.39 s, records/s ahead in every pair. A checkpoint's own table
+/// is built without it (see `batch`), which compaction adds. A bloom filter
+/// beside it cut the reader's CPU by another 20% but moved neither
+/// records/s nor the CPU per record (6 pairs), and was not kept.
 fn state_cf_options() -> Result<Options, rocksdb::Error> {
     Options::get_options_from_string(
         &mut Options::default(),
@@ -264,29 +265,35 @@ impl TaskStore {
     /// the last checkpoint, or read ahead for the batch (`None`: not
     /// known). Counts as the guest's read of the batch's reads ahead.
     pub fn known(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        if let Some(v) = self.dirty(key) {
-            self.prefetch.shadowed(key);
+        self.known_hashed(cache::hash(key), key)
+    }
+
+    /// [`TaskStore::known`] of `key`, whose [`TaskStore::hint`] gave `hash`.
+    pub fn known_hashed(&self, hash: u64, key: &[u8]) -> Option<Option<&[u8]>> {
+        if let Some(v) = self.dirty(hash, key) {
+            self.prefetch.shadowed(hash, key);
             return Some(v);
         }
-        self.prefetch.get(key)
+        self.prefetch.get(hash, key)
     }
 
     /// `key` in the cache or the checkpoint being written (`Some(None)`: deleted there).
-    fn dirty(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        let hash = cache::hash(key);
+    fn dirty(&self, hash: u64, key: &[u8]) -> Option<Option<&[u8]>> {
         self.cache.get_hashed(hash, key).or_else(|| self.frozen.as_ref().and_then(|f| f.get_hashed(hash, key)))
     }
 
-    /// Asks the CPU to fetch what a [`TaskStore::known`], `get` or `put` of
-    /// `key` looks at first in the cache and the checkpoint being written.
-    /// Called for a batch's keys before they are read or written, it lets
-    /// their memory misses overlap (see `cache`).
-    pub fn hint(&self, key: &[u8]) {
+    /// Asks the CPU to fetch what a [`TaskStore::known_hashed`] or
+    /// [`TaskStore::write_hashed`] of `key` looks at first in the cache and
+    /// the checkpoint being written, and returns the hash they take. Called
+    /// for a batch's keys before they are read or written, it lets their
+    /// memory misses overlap (see `cache`).
+    pub fn hint(&self, key: &[u8]) -> u64 {
         let hash = cache::hash(key);
         self.cache.prefetch(hash);
         if let Some(frozen) = &self.frozen {
             frozen.prefetch(hash);
         }
+        hash
     }
 
     /// A record with `key` joins the batch being collected: its state is
@@ -321,7 +328,7 @@ impl TaskStore {
         if self.prefetch.taken() || self.write_through || !self.prefetch.wanted() {
             return;
         }
-        let keys: Vec<&[u8]> = keys.filter(|k| self.dirty(k).is_none()).collect();
+        let keys: Vec<&[u8]> = keys.filter(|k| self.dirty(cache::hash(k), k).is_none()).collect();
         let cf = self.db.cf_handle(CF_STATE).expect("column families are created at open");
         self.prefetch.read_now(&self.db, cf, keys);
     }
@@ -332,18 +339,25 @@ impl TaskStore {
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        if self.write_through {
-            return self.db.put_cf(self.cf(CF_STATE), key, value).map_err(|e| self.rocks(e));
-        }
-        self.cache.insert(key, Some(value));
-        Ok(())
+        self.write_hashed(cache::hash(key), key, Some(value))
     }
 
     pub fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
+        self.write_hashed(cache::hash(key), key, None)
+    }
+
+    /// A `put` (`value` `None`: a `delete`) of `key`, whose
+    /// [`TaskStore::hint`] gave `hash`.
+    pub fn write_hashed(&mut self, hash: u64, key: &[u8], value: Option<&[u8]>) -> Result<(), StateError> {
         if self.write_through {
-            return self.db.delete_cf(self.cf(CF_STATE), key).map_err(|e| self.rocks(e));
+            let cf = self.cf(CF_STATE);
+            let written = match value {
+                Some(v) => self.db.put_cf(cf, key, v),
+                None => self.db.delete_cf(cf, key),
+            };
+            return written.map_err(|e| self.rocks(e));
         }
-        self.cache.insert(key, None);
+        self.cache.insert_hashed(hash, key, value);
         Ok(())
     }
 

@@ -219,11 +219,11 @@ impl Prefetch {
     }
 
     /// A read of this batch: `None` if not read ahead, `Some(None)` if not in RocksDB.
-    pub(super) fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+    pub(super) fn get(&self, hash: u64, key: &[u8]) -> Option<Option<&[u8]>> {
         if self.values.is_empty() {
             return None;
         }
-        let v = self.values.get(key)?;
+        let v = self.values.get_hashed(hash, key)?;
         self.used.set(self.used.get() + 1);
         Some(v)
     }
@@ -231,8 +231,8 @@ impl Prefetch {
     /// The guest's `get` of `key` was answered by a dirty entry: a read of
     /// it counts as used (the reader cannot tell dirty keys, which the guest
     /// did want, from keys the guest does not read).
-    pub(super) fn shadowed(&self, key: &[u8]) {
-        if !self.values.is_empty() && self.values.contains(key) {
+    pub(super) fn shadowed(&self, hash: u64, key: &[u8]) {
+        if !self.values.is_empty() && self.values.get_hashed(hash, key).is_some() {
             self.used.set(self.used.get() + 1);
         }
     }
@@ -370,7 +370,7 @@ mod tests {
         }
         hold(&mut p.values, keys.iter().map(|k| (*k, Some(&b"v"[..]))));
         for k in used {
-            assert_eq!(p.get(k), Some(Some(&b"v"[..])));
+            assert_eq!(p.get(super::super::cache::hash(k), k), Some(Some(&b"v"[..])));
         }
         p.end();
         true
@@ -386,7 +386,7 @@ mod tests {
         for _ in 0..3 {
             assert!(batch(&mut p, &keys, &keys));
         }
-        assert_eq!(p.get(b"a"), None, "a read is for its batch only");
+        assert_eq!(p.get(super::super::cache::hash(b"a"), b"a"), None, "a read is for its batch only");
         // Half used: below three quarters, so 1 batch skipped, then 2, then 4.
         let mut pattern = Vec::new();
         for _ in 0..10 {
@@ -410,8 +410,8 @@ mod tests {
         let quarter = vec![7u8; MAX_BYTES / 4];
         assert!(p.wanted());
         hold(&mut p.values, keys.iter().map(|k| (&k[..], Some(&quarter[..]))));
-        assert!(p.get(&[3]).is_some(), "held");
-        assert_eq!(p.get(&[4]), None, "beyond the limit: not held");
+        assert!(p.get(super::super::cache::hash(&[3]), &[3]).is_some(), "held");
+        assert_eq!(p.get(super::super::cache::hash(&[4]), &[4]), None, "beyond the limit: not held");
         assert!(p.values.bytes() >= MAX_BYTES);
         p.end();
         let kept = p.values.capacity();
@@ -427,8 +427,8 @@ mod tests {
         p.skip = 0;
         assert!(p.wanted());
         hold(&mut p.values, keys.iter().map(|k| (&k[..], Some(&huge[..]))));
-        assert!(p.get(&[0]).is_some(), "held");
-        assert_eq!(p.get(&[1]), None, "beyond the limit: not held");
+        assert!(p.get(super::super::cache::hash(&[0]), &[0]).is_some(), "held");
+        assert_eq!(p.get(super::super::cache::hash(&[1]), &[1]), None, "beyond the limit: not held");
         p.end();
         assert_eq!(p.values.capacity(), 0, "freed");
     }
