@@ -146,15 +146,23 @@ fn db_options() -> Options {
 /// spent ~34% of its time in that search). Measured in the per-key count
 /// (4 alternating pairs, BENCHMARKS.md "eleventh"): the reader's CPU 1.25 s
 /// against 1.39 s, records/s ahead in every pair. A checkpoint's own table
-/// is built without it (see `batch`), which compaction adds. A bloom filter
+/// is built without it (see `batch`), which compaction adds. A restart
+/// point every 4 keys instead of 16 shortens the scan after the restart
+/// point is found, in a checkpoint's table too (BENCHMARKS.md, "twelfth").
+/// A bloom filter
 /// beside it cut the reader's CPU by another 20% but moved neither
 /// records/s nor the CPU per record (6 pairs), and was not kept.
 fn state_cf_options() -> Result<Options, rocksdb::Error> {
     Options::get_options_from_string(
         &mut Options::default(),
-        "memtable_insert_with_hint_prefix_extractor=rocksdb.CappedPrefix.0;block_based_table_factory={data_block_index_type=kDataBlockBinaryAndHash;data_block_hash_table_util_ratio=0.75}",
+        format!(
+            "memtable_insert_with_hint_prefix_extractor=rocksdb.CappedPrefix.0;block_based_table_factory={{data_block_index_type=kDataBlockBinaryAndHash;data_block_hash_table_util_ratio=0.75;block_restart_interval={BLOCK_RESTART_INTERVAL}}}"
+        ),
     )
 }
+
+/// Keys between restart points in the state's data blocks (RocksDB's default is 16).
+const BLOCK_RESTART_INTERVAL: i32 = 4;
 
 impl TaskStore {
     /// Opens (creating if missing) the store at `path` and reads its last checkpoint.

@@ -9,7 +9,7 @@
 //! does not poll Kafka, decide when the interval is up, or wait for
 //! acknowledgements and transactions: `tasks` does, between the steps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -142,11 +142,13 @@ pub struct Task {
     /// For inputs the last checkpoint has no offset of: the first offset this
     /// task processed, where a rollback resumes.
     origins: BTreeMap<String, i64>,
-    /// Records arriving for a guest call, and before it the batch sealed
-    /// while its state is read ahead (see [`Task::enqueue`]); and the
-    /// outputs buffer of the last call.
+    /// Records arriving for a guest call, and before it the batches sealed
+    /// while their state is read ahead, oldest first (see [`Task::enqueue`]);
+    /// a processed batch's buffers, to reuse; and the outputs buffer of the
+    /// last call.
     batch: Batch,
-    sealed: Batch,
+    sealed: VecDeque<Batch>,
+    spare: Option<Batch>,
     outputs: Vec<u8>,
     /// The instance is a hot swap's new module on trial: a batch it fails
     /// sends nothing and moves nothing (see [`Task::flush`]).
@@ -159,6 +161,12 @@ pub struct Task {
 /// cost is noise.
 pub const MAX_BATCH_RECORDS: u32 = 256;
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Sealed batches wait while their keys are read, at most: a batch goes to
+/// the guest when this many were sealed after it. In the per-key count
+/// (BENCHMARKS.md, "twelfth"), 2 against 1: 514k against 463k records/s
+/// over 6 alternating pairs; 4 did no better than 2 (3 pairs).
+const READ_AHEAD_BATCHES: usize = 2;
 
 /// Records of one input topic waiting for a guest call, with their offsets
 /// and timestamps.
@@ -257,7 +265,8 @@ impl Task {
             pending: 0,
             origins: BTreeMap::new(),
             batch: Batch::default(),
-            sealed: Batch::default(),
+            sealed: VecDeque::new(),
+            spare: None,
             outputs: Vec::new(),
             trial: false,
         })
@@ -376,8 +385,8 @@ impl Task {
 
     /// Adds one record to the task's batch. A full batch, or one followed
     /// by a record of another topic, is sealed: its keys' state is read
-    /// ahead while the next batch arrives, and it goes to the guest when
-    /// that one is sealed in turn (or [`Task::flush`]ed). Records before the
+    /// ahead while the next batches arrive, and it goes to the guest when
+    /// [`READ_AHEAD_BATCHES`] more are sealed (or at [`Task::flush`]). Records before the
     /// task's position (a replay after a seek) are skipped. Returns how
     /// many records were processed.
     pub fn enqueue(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink) -> Result<u64, TaskError> {
@@ -390,8 +399,8 @@ impl Task {
         if !self.batch.is_empty() && self.batch.topic != topic {
             processed += self.seal(sink)?;
         }
-        let last = if self.batch.is_empty() { &self.sealed } else { &self.batch };
-        if last.topic == topic && last.inputs.last().is_some_and(|&(last, _)| offset <= last) {
+        let last = if self.batch.is_empty() { self.sealed.back() } else { Some(&self.batch) };
+        if last.is_some_and(|b| b.topic == topic && b.inputs.last().is_some_and(|&(last, _)| offset <= last)) {
             return Ok(processed);
         }
         if self.batch.is_empty() {
@@ -415,11 +424,16 @@ impl Task {
     }
 
     /// Seals the arriving batch (its last keys go to be read ahead) and
-    /// processes the one sealed before it, whose reads are likely done.
+    /// processes the oldest sealed one if [`READ_AHEAD_BATCHES`] wait after
+    /// it: its reads are likely done.
     fn seal(&mut self, sink: &mut Sink) -> Result<u64, TaskError> {
-        self.batch.ticket = self.instance.store().seal_reads().or(self.batch.ticket);
-        let processed = self.process_sealed(sink)?;
-        std::mem::swap(&mut self.batch, &mut self.sealed);
+        self.batch.ticket = self.instance.store().seal_reads();
+        let next = self.spare.take().unwrap_or_default();
+        self.sealed.push_back(std::mem::replace(&mut self.batch, next));
+        let mut processed = 0;
+        while self.sealed.len() > READ_AHEAD_BATCHES {
+            processed += self.process_sealed(sink)?;
+        }
         Ok(processed)
     }
 
@@ -436,16 +450,19 @@ impl Task {
         if !self.batch.is_empty() {
             processed += self.seal(sink)?;
         }
-        Ok(processed + self.process_sealed(sink)?)
+        while !self.sealed.is_empty() {
+            processed += self.process_sealed(sink)?;
+        }
+        Ok(processed)
     }
 
-    /// Runs the processor on the sealed batch (see [`Task::flush`]).
+    /// Runs the processor on the oldest sealed batch (see [`Task::flush`]),
+    /// which leaves the queue once processed whole.
     fn process_sealed(&mut self, sink: &mut Sink) -> Result<u64, TaskError> {
-        if self.sealed.is_empty() {
+        let Some(Batch { records, topic, inputs, ticket }) = self.sealed.front_mut() else {
             return Ok(0);
-        }
+        };
         let partition = self.partition;
-        let Batch { records, topic, inputs, ticket } = &mut self.sealed;
         let topic = topic.as_str();
         let record_err = |i: usize, source| TaskError::Record {
             topic: topic.to_string(),
@@ -487,6 +504,7 @@ impl Task {
         }
         records.clear();
         inputs.clear();
+        self.spare = self.sealed.pop_front();
         Ok(done as u64)
     }
 

@@ -384,8 +384,11 @@ impl Encoded {
         opts.set_compression_type(rocksdb::DBCompressionType::None);
         // Without the column family's data-block hash index: building it
         // made a 1M-key checkpoint's table ~20-40 ms slower (BENCHMARKS.md,
-        // "eleventh"); compaction rewrites the table with it.
-        opts.set_block_based_table_factory(&rocksdb::BlockBasedOptions::default());
+        // "eleventh"); compaction rewrites the table with it. Its restart
+        // points are the column family's (see `state_cf_options`).
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_restart_interval(super::BLOCK_RESTART_INTERVAL);
+        opts.set_block_based_table_factory(&table);
         let writer = SstFileWriter::create(&opts);
         writer.open(file)?;
         let mut writer = writer;

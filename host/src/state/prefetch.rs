@@ -8,13 +8,16 @@
 //! queues the record ([`Prefetch::add`]), and a full batch is *sealed*: its
 //! keys go to the store's reader thread, which reads them in one sorted
 //! `MultiGet` (sharing RocksDB's per-lookup work between them) while the
-//! task goes on with the batch before it and collects the next. The guest
-//! gets a sealed batch when the next one is sealed; the batch's reads are
-//! then taken ([`Prefetch::take`], with the ticket [`Prefetch::seal`] gave)
+//! task goes on with the batches before it and collects the next. The guest
+//! gets a sealed batch when two more have been sealed after it (the task's
+//! `READ_AHEAD_BATCHES`); the batch's reads are then taken ([`Prefetch::take`], with the ticket [`Prefetch::seal`] gave)
 //! and answer the guest's `get`s of those keys. A batch's keys go in one
 //! hand-over: handing them over in chunks of 32 woke the reader eight times
 //! a batch, and each wake-up preempted the processing thread (19,000
-//! context switches in 3 s, measured with `perf`'s `sched_switch`).
+//! context switches in 3 s, measured with `perf`'s `sched_switch`). With
+//! one batch of slack the processing thread still waited for the reader at
+//! ~770 of ~3,400 batches in 2 s (`sched_switch` again): on 2 cores shared
+//! with the broker the reader does not always get a core in time.
 //! Callers that seal nothing (the micro-benchmark, tests) read a batch's
 //! keys in one `MultiGet` on their own thread instead (see
 //! [`super::TaskStore::prefetch`]).
