@@ -18,6 +18,27 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> anyhow::Res
     Ok(())
 }
 
+/// Deletes every topic this process created (its name starts with
+/// [`crate::throughput::own_prefix`]: outputs, inputs, changelogs, Kafka
+/// Streams' internal topics) but those in `keep`. Without it a full run
+/// left ~30 GB on the broker, and filled the disk when repeated.
+pub fn delete_own_topics(bootstrap: &str, keep: &[&str]) -> anyhow::Result<()> {
+    let prefix = crate::throughput::own_prefix();
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+    let doomed: Vec<&str> =
+        metadata.topics().iter().map(|t| t.name()).filter(|n| n.starts_with(&prefix) && !keep.contains(n)).collect();
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    for r in rt.block_on(admin.delete_topics(&doomed, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("deleting topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Produces every `(key, value)` and waits for the acknowledgements.
 pub fn produce(bootstrap: &str, topic: &str, records: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> anyhow::Result<()> {
     let p: BaseProducer = ClientConfig::new()

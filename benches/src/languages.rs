@@ -126,7 +126,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
          (median of 5); sentences/s: the component alone, RocksDB state; pipeline: the host on the broker, 1 partition, \
          at_least_once, 1000 ms, ~3 s of input"
     );
-    Ok(())
+    bootstrap.map_or(Ok(()), |b| crate::kafka::delete_own_topics(b, &[]))
 }
 
 /// Sentences/s of the word count as a pipeline: first input to last processed.

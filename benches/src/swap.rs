@@ -90,7 +90,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             if pct(&tasks, 0.99) <= GOAL_MS { "  goal met" } else { "  goal NOT met" }
         );
     }
-    Ok(())
+    crate::kafka::delete_own_topics(&args.bootstrap, &[])
 }
 
 struct Measured {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wasmstream::guest::Module;
 use wasmstream::{Progress, Shutdown, config, pipeline};
 
-use crate::kafka::{Watermark, create_topic, produce};
+use crate::kafka::{Watermark, create_topic, delete_own_topics, produce};
 use crate::memory::{RssRun, rss_run};
 use crate::state_rows::{StateRun, state_run};
 
@@ -109,9 +109,15 @@ pub(crate) fn sentence(i: usize) -> (Vec<u8>, Vec<u8>) {
     (format!("key-{i:012}").into_bytes(), s.trim_end().as_bytes().to_vec())
 }
 
+/// A name for a topic, group or application of this process: every one
+/// starts with [`own_prefix`], so that the process can delete its topics.
 pub(crate) fn unique(prefix: &str) -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    format!("bench-{prefix}-{t}")
+    format!("{}{prefix}-{t}", own_prefix())
+}
+
+pub(crate) fn own_prefix() -> String {
+    format!("bench-{}-", std::process::id())
 }
 
 /// One run: records/s from the moment the run consumed its first record
@@ -427,8 +433,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             }
             let run = if *name == "plain" { plain_once()? } else { pipeline_once(name, round == 0)? };
             runs[i].push(run);
+            // A row's outputs and changelogs are not read again.
+            delete_own_topics(b, &[&kv_in, &text_in])?;
         }
     }
+    delete_own_topics(b, &[])?;
     let plain = selected.iter().position(|r| *r == "plain").map_or_else(|| summarize(&[]), |i| summarize(&runs[i]));
     let results: Vec<(String, Row)> = selected
         .iter()
