@@ -74,6 +74,7 @@ impl Checkpointer {
         std::thread::Builder::new()
             .name("checkpointer".into())
             .spawn(move || {
+                crate::sched::background_helper();
                 let mut writer = writer;
                 // Changes sent ahead that librdkafka refused: the next round fails with it.
                 let mut refused: Option<SinkError> = None;
@@ -204,6 +205,7 @@ fn finish(
             let (logged, staged) = std::thread::scope(|s| {
                 let staging = large.then(|| {
                     std::thread::Builder::new().name("checkpoint-batch".into()).spawn_scoped(s, || {
+                        crate::sched::background_helper();
                         let staged = jobs.iter().map(CheckpointJob::stage).collect::<Vec<_>>();
                         (staged, Instant::now())
                     })

@@ -30,6 +30,7 @@ pub mod demo;
 pub mod guest;
 mod kafka;
 pub mod pipeline;
+mod sched;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
