@@ -432,7 +432,7 @@ impl Task {
         self.sealed.push_back(std::mem::replace(&mut self.batch, next));
         let mut processed = 0;
         while self.sealed.len() > READ_AHEAD_BATCHES {
-            processed += self.process_sealed(sink)?;
+            processed += self.process_sealed(sink, true)?;
         }
         Ok(processed)
     }
@@ -450,15 +450,17 @@ impl Task {
         if !self.batch.is_empty() {
             processed += self.seal(sink)?;
         }
+        // Now: the reads the reader has not finished are made here.
         while !self.sealed.is_empty() {
-            processed += self.process_sealed(sink)?;
+            processed += self.process_sealed(sink, false)?;
         }
         Ok(processed)
     }
 
     /// Runs the processor on the oldest sealed batch (see [`Task::flush`]),
-    /// which leaves the queue once processed whole.
-    fn process_sealed(&mut self, sink: &mut Sink) -> Result<u64, TaskError> {
+    /// which leaves the queue once processed whole; `wait`: for its reads
+    /// ahead (see [`crate::state::TaskStore::take_reads`]).
+    fn process_sealed(&mut self, sink: &mut Sink, wait: bool) -> Result<u64, TaskError> {
         let Some(Batch { records, topic, inputs, ticket }) = self.sealed.front_mut() else {
             return Ok(0);
         };
@@ -470,7 +472,7 @@ impl Task {
             offset: inputs.get(i).map_or(-1, |&(o, _)| o),
             source,
         };
-        self.instance.store().take_reads(ticket.take());
+        self.instance.store().take_reads(ticket.take(), wait);
         let result = self.instance.process_batch(records.as_bytes(), &mut self.outputs);
         let failure = match result {
             Ok(f) => f,

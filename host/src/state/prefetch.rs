@@ -42,7 +42,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 
 use rocksdb::{ColumnFamily, DB};
@@ -175,22 +175,36 @@ impl Prefetch {
     }
 
     /// Before a sealed batch is processed: the reads of its `ticket` (once
-    /// the reader has them all) answer [`Prefetch::get`] until
+    /// the reader has them all, if `wait`) answer [`Prefetch::get`] until
     /// [`Prefetch::end`]; without a ticket (not read ahead) there are none.
-    /// Batches sealed before it and never taken (their processing failed)
-    /// are dropped on the way.
-    pub(super) fn take(&mut self, ticket: Option<u64>) {
+    /// Batches sealed before it and never taken (their processing failed,
+    /// or they went without waiting) are dropped on the way. Without
+    /// `wait`, reads the reader has not finished are left to it, and the
+    /// batch is not taken: it reads its keys itself ([`Prefetch::read_now`]).
+    pub(super) fn take(&mut self, ticket: Option<u64>, wait: bool) {
         self.taken = true;
         let Some(ticket) = ticket else { return };
         while let Some(&(t, epoch)) = self.in_flight.front() {
             if t > ticket {
                 break;
             }
-            self.in_flight.pop_front();
-            let Some(reads) = self.reader.as_ref().and_then(|r| r.results.recv().ok()) else {
-                self.reader_gone();
-                return;
+            let result = match self.reader.as_ref() {
+                Some(r) if wait => r.results.recv().map_err(|_| TryRecvError::Disconnected),
+                Some(r) => r.results.try_recv(),
+                None => Err(TryRecvError::Disconnected),
             };
+            let reads = match result {
+                Ok(reads) => reads,
+                Err(TryRecvError::Empty) => {
+                    self.taken = false;
+                    return;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    self.reader_gone();
+                    return;
+                }
+            };
+            self.in_flight.pop_front();
             let mut keys = reads.keys;
             keys.clear();
             self.spare_keys.push(keys);

@@ -249,7 +249,7 @@ fn the_reader_thread_reads_a_sealed_batch_and_drops_stale_reads() {
     };
 
     let ticket = read_ahead(&mut s, &[b"a", b"b", b"absent"]);
-    s.take_reads(Some(ticket));
+    s.take_reads(Some(ticket), true);
     behind(&s, b"a", b"9");
     s.prefetch([&b"a"[..]].into_iter()); // taken already: reads nothing now
     assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()), "read ahead");
@@ -266,7 +266,7 @@ fn the_reader_thread_reads_a_sealed_batch_and_drops_stale_reads() {
     drop(s.freeze());
     behind(&s, b"a", b"8");
     drop(s.release());
-    s.take_reads(Some(ticket));
+    s.take_reads(Some(ticket), true);
     assert_eq!(s.get(b"a").expect("get"), Some(b"8".to_vec()), "dropped: read now");
     s.end_prefetch();
 
@@ -274,7 +274,7 @@ fn the_reader_thread_reads_a_sealed_batch_and_drops_stale_reads() {
     let skipped = read_ahead(&mut s, &[b"b"]);
     let ticket = read_ahead(&mut s, &[b"a"]);
     assert!(skipped < ticket);
-    s.take_reads(Some(ticket));
+    s.take_reads(Some(ticket), true);
     behind(&s, b"a", b"7");
     behind(&s, b"b", b"7");
     assert_eq!(s.get(b"a").expect("get"), Some(b"8".to_vec()), "its own read ahead");
@@ -287,7 +287,7 @@ fn the_reader_thread_reads_a_sealed_batch_and_drops_stale_reads() {
         s.put(k, b"1").expect("put");
     }
     let ticket = read_ahead(&mut s, &[b"a", b"x", b"y", b"z"]);
-    s.take_reads(Some(ticket));
+    s.take_reads(Some(ticket), true);
     for k in [b"a", b"x", b"y", b"z"] {
         s.get(k).expect("get");
     }
@@ -296,10 +296,32 @@ fn the_reader_thread_reads_a_sealed_batch_and_drops_stale_reads() {
     assert!(s.seal_reads().is_some(), "the next batch reads ahead too");
 
     // A sealed batch without reads ahead (backing off) is not read now either.
-    s.take_reads(None);
+    s.take_reads(None, true);
     s.prefetch([&b"a"[..]].into_iter());
     behind(&s, b"a", b"6");
     assert_eq!(s.get(b"a").expect("get"), Some(b"6".to_vec()), "read when asked");
+    s.end_prefetch();
+
+    // Not waiting (a checkpoint's cut): the reads if the reader has them,
+    // else the batch reads its keys now; either way it sees RocksDB as it
+    // was before it, and a later take drains what was left to the reader.
+    for i in 0..50 {
+        let ticket = read_ahead(&mut s, &[b"a"]);
+        if i % 10 == 0 {
+            // Time for the reader to finish (the reads are taken then).
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        s.take_reads(Some(ticket), false);
+        s.prefetch([&b"a"[..]].into_iter());
+        behind(&s, b"a", b"5");
+        assert_eq!(s.get(b"a").expect("get"), Some(b"6".to_vec()), "as it was before the batch");
+        s.end_prefetch();
+        behind(&s, b"a", b"6");
+    }
+    let ticket = read_ahead(&mut s, &[b"b"]);
+    s.take_reads(Some(ticket), true);
+    behind(&s, b"b", b"4");
+    assert_eq!(s.get(b"b").expect("get"), Some(b"7".to_vec()), "its own read ahead");
     s.end_prefetch();
 
     drop(s);
