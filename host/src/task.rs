@@ -386,9 +386,9 @@ impl Task {
     /// Adds one record to the task's batch. A full batch, or one followed
     /// by a record of another topic, is sealed: its keys' state is read
     /// ahead while the next batches arrive, and it goes to the guest when
-    /// [`READ_AHEAD_BATCHES`] more are sealed (or at [`Task::flush`]). Records before the
-    /// task's position (a replay after a seek) are skipped. Returns how
-    /// many records were processed.
+    /// [`READ_AHEAD_BATCHES`] more are sealed (or at [`Task::flush`]).
+    /// Records before the task's position (a replay after a seek) are
+    /// skipped. Returns how many records were processed.
     pub fn enqueue(&mut self, msg: &BorrowedMessage<'_>, sink: &mut Sink) -> Result<u64, TaskError> {
         let topic = msg.topic();
         let offset = msg.offset();
@@ -450,7 +450,8 @@ impl Task {
         if !self.batch.is_empty() {
             processed += self.seal(sink)?;
         }
-        // Now: the reads the reader has not finished are made here.
+        // Without waiting for the reader: what it has not read yet is read
+        // here (see `TaskStore::take_reads`).
         while !self.sealed.is_empty() {
             processed += self.process_sealed(sink, false)?;
         }

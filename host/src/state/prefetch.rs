@@ -10,10 +10,11 @@
 //! `MultiGet` (sharing RocksDB's per-lookup work between them) while the
 //! task goes on with the batches before it and collects the next. The guest
 //! gets a sealed batch when two more have been sealed after it (the task's
-//! `READ_AHEAD_BATCHES`); the batch's reads are then taken ([`Prefetch::take`], with the ticket [`Prefetch::seal`] gave)
-//! and answer the guest's `get`s of those keys. A batch's keys go in one
-//! hand-over: handing them over in chunks of 32 woke the reader eight times
-//! a batch, and each wake-up preempted the processing thread (19,000
+//! `READ_AHEAD_BATCHES`); the batch's reads are then taken
+//! ([`Prefetch::take`], with the ticket [`Prefetch::seal`] gave) and answer
+//! the guest's `get`s of those keys. A batch's keys go in one hand-over:
+//! handing them over in chunks of 32 woke the reader eight times a batch,
+//! and each wake-up preempted the processing thread (19,000
 //! context switches in 3 s, measured with `perf`'s `sched_switch`). With
 //! one batch of slack the processing thread still waited for the reader at
 //! ~770 of ~3,400 batches in 2 s (`sched_switch` again): on 2 cores shared
