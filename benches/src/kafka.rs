@@ -24,14 +24,13 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> anyhow::Res
 /// left ~30 GB on the broker, and filled the disk when repeated.
 pub fn delete_own_topics(bootstrap: &str, keep: &[&str]) -> anyhow::Result<()> {
     let prefix = crate::throughput::own_prefix();
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(30))?;
     let doomed: Vec<&str> =
         metadata.topics().iter().map(|t| t.name()).filter(|n| n.starts_with(&prefix) && !keep.contains(n)).collect();
     if doomed.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     for r in rt.block_on(admin.delete_topics(&doomed, &AdminOptions::new()))? {
         r.map_err(|(t, e)| anyhow::anyhow!("deleting topic {t}: {e}"))?;

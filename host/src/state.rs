@@ -149,9 +149,8 @@ fn db_options() -> Options {
 /// is built without it (see `batch`), which compaction adds. A restart
 /// point every 4 keys instead of 16 shortens the scan after the restart
 /// point is found, in a checkpoint's table too (BENCHMARKS.md, "twelfth").
-/// A bloom filter
-/// beside it cut the reader's CPU by another 20% but moved neither
-/// records/s nor the CPU per record (6 pairs), and was not kept.
+/// A bloom filter beside it cut the reader's CPU by another 20% but moved
+/// neither records/s nor the CPU per record (6 pairs), and was not kept.
 fn state_cf_options() -> Result<Options, rocksdb::Error> {
     Options::get_options_from_string(
         &mut Options::default(),
