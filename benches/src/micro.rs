@@ -102,7 +102,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         call(&mut inst, same_key.as_bytes(), &mut outputs)
     })?;
     if !wasm.is_nan() && !native.is_nan() {
-        println!("  {:<58} {:>7.2}", "WASM / native, records/s", native / wasm);
+        // The goal the pipeline's "WASM map / the same map compiled into
+        // the host" row also judges, here for the call alone, without Kafka.
+        let ratio = native / wasm;
+        let verdict = if ratio >= 0.9 { "met" } else { "NOT met" };
+        println!(
+            "  {:<58} {:>7.2}   goal >= 0.9 (the call itself at most 10% slower): {verdict}",
+            "WASM / native, records/s", ratio
+        );
     }
     // The count example: one state get and one put per record, over 16,384
     // keys (64 batches of 256 distinct keys, in turn).
