@@ -17,9 +17,10 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, CString, c_void};
+use std::ffi::{CStr, CString, c_int, c_void};
 use std::marker::PhantomData;
 use std::ptr::null_mut;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Duration;
 
@@ -186,6 +187,42 @@ fn forward_to(rk: *mut rd::rd_kafka_t, queue: *mut rd::rd_kafka_queue_t, topic: 
     }
 }
 
+/// The start of librdkafka's private `rd_kafka_msg_t` (`rdkafka_msg.h` of
+/// librdkafka 2.12.1, [`MSG_LAYOUT_VERSION`]), whose first field is the
+/// `rd_kafka_message_t` a fetched record is, up to its unparsed headers.
+#[repr(C)]
+struct MsgHead {
+    message: rd::rd_kafka_message_t,
+    /// `rkm_link`: a `TAILQ_ENTRY`, two pointers.
+    link: [*mut c_void; 2],
+    flags: c_int,
+    tstype: c_int,
+    timestamp: i64,
+    /// `rkm_headers`: the parsed headers, once parsed.
+    headers: *mut c_void,
+    status: c_int,
+    broker_id: i32,
+    /// `rkm_u.consumer.binhdrs`: the record's headers as Kafka sent them,
+    /// their count (a varint) first.
+    binhdrs_len: i32,
+    binhdrs_data: *const u8,
+}
+
+/// The `rd_kafka_version()` whose `rd_kafka_msg_t` [`MsgHead`] copies.
+/// Another version (rdkafka-sys is upgraded) parses every record's
+/// headers, as before: [`tests`] fails until the layout is checked again.
+const MSG_LAYOUT_VERSION: c_int = 0x020c_01ff;
+
+/// `RD_KAFKA_MSG_F_PRODUCER` (`rdkafka_msg.h`).
+const MSG_F_PRODUCER: c_int = 0x40000;
+
+/// Whether the linked librdkafka is the one [`MsgHead`] describes.
+fn layout_known() -> bool {
+    static KNOWN: OnceLock<bool> = OnceLock::new();
+    // SAFETY: a plain query.
+    *KNOWN.get_or_init(|| unsafe { rd::rd_kafka_version() } == MSG_LAYOUT_VERSION)
+}
+
 /// A record taken from the fetch queue; destroyed on drop.
 pub struct Fetched<'q> {
     ptr: *mut rd::rd_kafka_message_t,
@@ -196,6 +233,40 @@ impl Drop for Fetched<'_> {
     fn drop(&mut self) {
         // SAFETY: a message from `rd_kafka_consume_batch_queue`, destroyed once.
         unsafe { rd::rd_kafka_message_destroy(self.ptr) }
+    }
+}
+
+impl Fetched<'_> {
+    /// Whether the record came without headers, read off librdkafka's
+    /// message: `rd_kafka_message_headers` allocates and zeroes a parse
+    /// buffer for every record, headers or not, and that was 13% of the
+    /// stateless map's processing thread (BENCHMARKS.md). `false` when it
+    /// cannot tell (then the headers are parsed).
+    fn has_no_headers(&self) -> bool {
+        if !layout_known() {
+            return false;
+        }
+        // SAFETY: a fetched record is the start of an `rd_kafka_msg_t`,
+        // laid out as `MsgHead` in this librdkafka (`layout_known`); its
+        // unparsed headers, when their length is positive, are that many
+        // bytes it holds.
+        unsafe {
+            let head = &*self.ptr.cast::<MsgHead>();
+            head.headers.is_null()
+                && head.flags & MSG_F_PRODUCER == 0
+                && (head.binhdrs_len <= 0 || *head.binhdrs_data == 0)
+        }
+    }
+
+    /// The record's headers as librdkafka parses them (`None`: it finds none).
+    fn parsed_headers(&self) -> Option<&FetchedHeaders> {
+        let mut headers = null_mut();
+        // SAFETY: a valid message; the headers it returns live as long as it.
+        let err = unsafe { rd::rd_kafka_message_headers(self.ptr, &mut headers) };
+        // SAFETY: `FetchedHeaders` is a zero-sized stand-in for the native
+        // headers, whose address it carries (as rust-rdkafka's own does).
+        (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && !headers.is_null())
+            .then(|| unsafe { &*(headers as *const FetchedHeaders) })
     }
 }
 
@@ -257,13 +328,10 @@ impl Message for Fetched<'_> {
     }
 
     fn headers(&self) -> Option<&FetchedHeaders> {
-        let mut headers = null_mut();
-        // SAFETY: a valid message; the headers it returns live as long as it.
-        let err = unsafe { rd::rd_kafka_message_headers(self.ptr, &mut headers) };
-        // SAFETY: `FetchedHeaders` is a zero-sized stand-in for the native
-        // headers, whose address it carries (as rust-rdkafka's own does).
-        (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && !headers.is_null())
-            .then(|| unsafe { &*(headers as *const FetchedHeaders) })
+        if self.has_no_headers() {
+            return None;
+        }
+        self.parsed_headers()
     }
 }
 
@@ -291,6 +359,92 @@ impl Headers for FetchedHeaders {
                 return None;
             }
             Some(Header { key: CStr::from_ptr(name).to_str().unwrap_or(""), value: bytes(value, size) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::ClientConfig;
+    use rdkafka::message::OwnedHeaders;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::*;
+
+    type Seen = Vec<(String, Option<Vec<u8>>)>;
+
+    fn as_seen(h: &FetchedHeaders) -> Seen {
+        h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()
+    }
+
+    /// Records without headers, with an empty list of them, and with some
+    /// (one with no value), through the fetch queue: `has_no_headers` says
+    /// so exactly when librdkafka's parse finds none, the headers are
+    /// librdkafka's, and the copied layout's timestamp is the one
+    /// `rd_kafka_message_timestamp` gives (the fields before the headers
+    /// are where `MsgHead` puts them).
+    #[test]
+    fn headers_read_off_the_message_agree_with_librdkafkas_parse() {
+        // SAFETY: a plain query.
+        let version = unsafe { rd::rd_kafka_version() };
+        assert!(
+            layout_known(),
+            "librdkafka {version:#x} is not {MSG_LAYOUT_VERSION:#x}, whose rd_kafka_msg_t MsgHead copies: \
+             compare rdkafka_msg.h and update MsgHead and MSG_LAYOUT_VERSION"
+        );
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 1, 1).expect("topic");
+        let bootstrap = cluster.bootstrap_servers();
+        let producer: BaseProducer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("producer");
+        let with = |pairs: &[(&str, Option<&[u8]>)]| {
+            pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: *value }))
+        };
+        let sent: [Option<OwnedHeaders>; 4] = [
+            None,
+            Some(OwnedHeaders::new()),
+            Some(with(&[("a", Some(b"1"))])),
+            Some(with(&[("n", None), ("b", Some(b"")), ("c", Some(b"xyz"))])),
+        ];
+        for (i, headers) in sent.iter().enumerate() {
+            let mut r = BaseRecord::<[u8], [u8]>::to("t").payload(b"v").timestamp(1_000 + i as i64);
+            if let Some(h) = headers {
+                r = r.headers(h.clone());
+            }
+            producer.send(r).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(Duration::from_secs(10)).expect("flush");
+
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", "g").create().expect("consumer");
+        let mut fetch = FetchQueue::new(&consumer, None);
+        fetch.forward("t", 0);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.len() < sent.len() && std::time::Instant::now() < deadline {
+            let _ = consumer.poll(Duration::ZERO);
+            fetch
+                .consume(Duration::from_millis(100), |m| -> Result<(), KafkaError> {
+                    let m = m?;
+                    // SAFETY: a fetched record, laid out as `MsgHead` (checked above).
+                    let copied = unsafe { (*m.ptr.cast::<MsgHead>()).timestamp };
+                    let mine = m.headers().map(as_seen);
+                    seen.push((m.has_no_headers(), m.parsed_headers().map(as_seen), mine, copied, m.timestamp()));
+                    Ok(())
+                })
+                .expect("records");
+        }
+        assert_eq!(seen.len(), sent.len(), "every record within 10 s");
+        for (i, (no_headers, parsed, mine, copied, timestamp)) in seen.into_iter().enumerate() {
+            assert_eq!(no_headers, parsed.is_none(), "record {i}: {parsed:?}");
+            assert_eq!(mine, parsed, "record {i}");
+            assert_eq!(timestamp, Timestamp::CreateTime(1_000 + i as i64), "record {i}");
+            assert_eq!(copied, 1_000 + i as i64, "record {i}");
         }
     }
 }
