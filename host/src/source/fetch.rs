@@ -239,8 +239,8 @@ impl Drop for Fetched<'_> {
 impl Fetched<'_> {
     /// Whether the record came without headers, read off librdkafka's
     /// message: `rd_kafka_message_headers` allocates and zeroes a parse
-    /// buffer for every record, headers or not, and that was 13% of the
-    /// stateless map's processing thread (BENCHMARKS.md). `false` when it
+    /// buffer for every record, headers or not, and that was 17.6% of the
+    /// stateless map's processing thread (BENCHMARKS.md, "fourteenth"). `false` when it
     /// cannot tell (then the headers are parsed).
     fn has_no_headers(&self) -> bool {
         if !layout_known() {

@@ -114,10 +114,13 @@ pub(super) fn pending_ingested(db: &DB, path: &Path, listed: Option<&Listed>) ->
     let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
     let Some(file) = named_table(db, path).map_err(err)? else { return Ok(false) };
     let seen = listed.and_then(|l| file.file_name().and_then(|name| l.get(name)));
-    match seen.map_or_else(|| file_id(&file), |id| Ok(Some(id)))? {
-        None => Ok(true),
-        Some(id) => in_store(db, path, id),
-    }
+    ingested(db, path, seen.map_or_else(|| file_id(&file), |id| Ok(Some(id)))?)
+}
+
+/// Whether the named table whose file is `id` (`None`: gone) is in the
+/// store: gone (the ingest moved it there), or held by a live state file.
+fn ingested(db: &DB, path: &Path, id: Option<FileId>) -> Result<bool, StateError> {
+    id.map_or(Ok(true), |id| in_store(db, path, id))
 }
 
 /// The file of the table a pending record names, if one does.
@@ -130,7 +133,7 @@ fn named_table(db: &DB, path: &Path) -> Result<Option<PathBuf>, rocksdb::Error> 
 /// A file's device and inode: a table and the store's link to it after
 /// its ingest share them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct FileId(u64, u64);
+struct FileId(u64, u64);
 
 /// `file`'s identity, or `None` if it does not exist.
 fn file_id(file: &Path) -> Result<Option<FileId>, StateError> {
@@ -177,9 +180,7 @@ impl Listed {
 pub(super) fn finish_table(db: &DB, path: &Path) -> Result<(), StateError> {
     let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
     if let Some(file) = named_table(db, path).map_err(err)? {
-        if let Some(id) = file_id(&file)?
-            && !in_store(db, path, id)?
-        {
+        if !ingested(db, path, file_id(&file)?)? {
             tracing::info!("{}: ingesting {}, the last checkpoint's entries", path.display(), file.display());
             ingest(db, &file).map_err(err)?;
         }
