@@ -86,7 +86,7 @@ pub struct Config {
     /// its checkpoint whenever this many bytes accumulate (0: never).
     pub changelog_ahead_bytes: u64,
     /// A checkpoint of this many state entries or more is written to RocksDB
-    /// as a table file (0: never).
+    /// as table files (0: never).
     pub checkpoint_table_entries: u64,
     /// Replication factor of the topics the host creates (-1: the broker's default).
     pub replication_factor: i32,
@@ -234,7 +234,7 @@ pub const KEYS: &[Key] = &[
         name: "statestore.checkpoint.table.entries",
         kind: Kind::EntriesOrOff,
         default: Some("100000"),
-        doc: "at_least_once and exactly_once: a task's checkpoint of this many state entries or more goes to RocksDB as one table file, built while its changelog records are sent and then ingested (1-3 ms), instead of a batch written through the memtable after them (200-300 ms for 1M entries); smaller checkpoints stay batches, whose entries read back faster; 0: never",
+        doc: "at_least_once and exactly_once: a task's checkpoint of this many state entries or more goes to RocksDB as table files (one per 250000 entries, at most one per core and 4, built in parallel) while its changelog records are sent and then ingested (1-3 ms), instead of a batch written through the memtable after them (200-300 ms for 1M entries); smaller checkpoints stay batches, whose entries read back faster; 0: never",
     },
     Key {
         name: "replication.factor",

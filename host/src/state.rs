@@ -6,7 +6,7 @@
 //! writes (the cache first). A checkpoint [`TaskStore::freeze`]s the cache:
 //! its entries become a [`LocalCommit`] that another thread writes, with the
 //! checkpoint record and the guest snapshot, in one `WriteBatch` (a large
-//! one: the record, then its entries as an ingested table file, which an open
+//! one: the record, then its entries as ingested table files, which an open
 //! finishes if a crash came between; see `batch`), while reads see them under
 //! the new cache until [`TaskStore::release`]. So what RocksDB holds, once
 //! open, always belongs to exactly one checkpoint. The changelog may get the
@@ -35,7 +35,7 @@ const CF_STATE: &str = "state";
 const CF_META: &str = "meta";
 const META_CHECKPOINT: &[u8] = b"checkpoint";
 const META_SNAPSHOT: &[u8] = b"snapshot";
-/// The table file of a checkpoint whose entries may not be ingested yet, and
+/// The table files of a checkpoint whose entries may not be ingested yet, and
 /// that checkpoint's record and snapshot, which become the live ones once
 /// they are (see [`batch::write_checkpoint`]).
 const META_TABLE: &[u8] = b"table";
@@ -221,7 +221,7 @@ impl TaskStore {
         }
     }
 
-    /// Writes checkpoints of `n` state entries or more as a table file, built
+    /// Writes checkpoints of `n` state entries or more as table files, built
     /// with the rest of the checkpoint and ingested (0: never). Until this is
     /// called: 100,000, the default of `statestore.checkpoint.table.entries`.
     pub fn set_table_entries(&mut self, n: u64) {

@@ -2,10 +2,11 @@
 //! built ahead of the write (on any thread, and for the entries sent to the
 //! changelog ahead of the checkpoint, before its cut), then written with the
 //! checkpoint record and the snapshot in one `db.write`. A large one is
-//! built as a table file instead and ingested (see [`TABLE_ENTRIES`]).
+//! built as table files instead and ingested (see [`TABLE_ENTRIES`]).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Mutex, PoisonError};
@@ -69,12 +70,12 @@ pub(super) fn write_checkpoint(
         db.write(batch).map_err(err)?;
         return Ok(stats);
     };
-    batch.put_cf(meta, META_TABLE, table.name());
+    batch.put_cf(meta, META_TABLE, table.names());
     db.write(batch).map_err(err)?;
     // A record names the table now: it must outlive a failed ingest, for
     // the next open to ingest it.
     table.keep = true;
-    ingest(db, &table.file).map_err(err)?;
+    ingest(db, &table.files).map_err(err)?;
     promote(db).map_err(err)?;
     Ok(stats)
 }
@@ -97,13 +98,14 @@ fn promote(db: &DB) -> Result<(), rocksdb::Error> {
 }
 
 /// Whether a table checkpoint's table is ingested but its record not yet
-/// made the live one. The ingest hard-links the table into the store,
-/// commits, and only then removes the table's own name (RocksDB's
-/// `move_files`): so a named table no longer there was ingested, and one
-/// still there was if the store holds a file of the same inode. A process
-/// killed between the commit and the removal leaves exactly that; counting
-/// such a table as not ingested read its entries with the record before
-/// them (a chaos test's kill hit it, CI of stop 23).
+/// made the live one. The ingest hard-links the table's files into the
+/// store, commits them all at once, and only then removes the files' own
+/// names (RocksDB's `move_files`): so a named table whose first file is no
+/// longer there was ingested, and one whose first file is still there was
+/// if the store holds a file of the same inode. A process killed between
+/// the commit and the removal leaves exactly that; counting such a table as
+/// not ingested read its entries with the record before them (a chaos
+/// test's kill hit it, CI of stop 23).
 ///
 /// `listed`: for a reader beside a running host, the tables it saw before
 /// it opened the store ([`Listed::now`]), whose inode it knows even if the
@@ -112,22 +114,29 @@ fn promote(db: &DB) -> Result<(), rocksdb::Error> {
 /// check counts as ingested, even if the open came before its commit.
 pub(super) fn pending_ingested(db: &DB, path: &Path, listed: Option<&Listed>) -> Result<bool, StateError> {
     let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
-    let Some(file) = named_table(db, path).map_err(err)? else { return Ok(false) };
+    let files = named_table(db, path).map_err(err)?;
+    let Some(file) = files.first() else { return Ok(false) };
     let seen = listed.and_then(|l| file.file_name().and_then(|name| l.get(name)));
-    ingested(db, path, seen.map_or_else(|| file_id(&file), |id| Ok(Some(id)))?)
+    ingested(db, path, seen.map_or_else(|| file_id(file), |id| Ok(Some(id)))?)
 }
 
-/// Whether the named table whose file is `id` (`None`: gone) is in the
-/// store: gone (the ingest moved it there), or held by a live state file.
+/// Whether the named table whose first file is `id` (`None`: gone) is in
+/// the store: gone (the ingest moved it there), or held by a live state file.
 fn ingested(db: &DB, path: &Path, id: Option<FileId>) -> Result<bool, StateError> {
     id.map_or(Ok(true), |id| in_store(db, path, id))
 }
 
-/// The file of the table a pending record names, if one does.
-fn named_table(db: &DB, path: &Path) -> Result<Option<PathBuf>, rocksdb::Error> {
+/// The files of the table a pending record names (none if no record does).
+/// The record holds their names one per line (one name before 2026-11-29).
+fn named_table(db: &DB, path: &Path) -> Result<Vec<PathBuf>, rocksdb::Error> {
     let meta = db.cf_handle(CF_META).expect("column families are created at open");
-    let name = db.get_cf(meta, META_TABLE)?;
-    Ok(name.map(|n| tables_dir(path).join(String::from_utf8_lossy(&n).as_ref())))
+    let names = db.get_cf(meta, META_TABLE)?.unwrap_or_default();
+    let dir = tables_dir(path);
+    Ok(names
+        .split(|&b| b == b'\n')
+        .filter(|n| !n.is_empty())
+        .map(|n| dir.join(String::from_utf8_lossy(n).as_ref()))
+        .collect())
 }
 
 /// A file's device and inode: a table and the store's link to it after
@@ -179,10 +188,12 @@ impl Listed {
 /// for checkpoints never written, and are removed.
 pub(super) fn finish_table(db: &DB, path: &Path) -> Result<(), StateError> {
     let err = |source| StateError::Rocks { path: path.to_path_buf(), source };
-    if let Some(file) = named_table(db, path).map_err(err)? {
-        if !ingested(db, path, file_id(&file)?)? {
-            tracing::info!("{}: ingesting {}, the last checkpoint's entries", path.display(), file.display());
-            ingest(db, &file).map_err(err)?;
+    let files = named_table(db, path).map_err(err)?;
+    if let Some(first) = files.first() {
+        if !ingested(db, path, file_id(first)?)? {
+            let names = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
+            tracing::info!("{}: ingesting {names}, the last checkpoint's entries", path.display());
+            ingest(db, &files).map_err(err)?;
         }
         promote(db).map_err(err)?;
     }
@@ -196,11 +207,12 @@ pub(super) fn finish_table(db: &DB, path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-fn ingest(db: &DB, file: &Path) -> Result<(), rocksdb::Error> {
+/// Ingests a table's files, all or none (one commit).
+fn ingest(db: &DB, files: &[PathBuf]) -> Result<(), rocksdb::Error> {
     let cf = db.cf_handle(CF_STATE).expect("column families are created at open");
     let mut opts = IngestExternalFileOptions::default();
     opts.set_move_files(true);
-    db.ingest_external_file_cf_opts(cf, &opts, vec![file])
+    db.ingest_external_file_cf_opts(cf, &opts, files.to_vec())
 }
 
 /// A checkpoint's state entries as a RocksDB batch or table file, built
@@ -215,26 +227,55 @@ enum Stage {
     Table(Table),
 }
 
-/// A table file built for a checkpoint: removed when dropped unless a
-/// checkpoint record names it.
+/// The table files built for a checkpoint, one per part of its key range
+/// in key order: removed when dropped unless a checkpoint record names them.
 struct Table {
-    file: PathBuf,
+    files: Vec<PathBuf>,
     keep: bool,
 }
 
 impl Table {
-    fn name(&self) -> Vec<u8> {
-        self.file.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default()
+    /// `encoded`'s records as a table of `parts` files (fewer if its keys
+    /// do not split that far) in `store`'s tables directory.
+    fn build(encoded: &Encoded, store: &Path, parts: usize) -> Result<Table, String> {
+        let dir = tables_dir(store);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let bounds = encoded.split(parts);
+        let files = bounds.iter().map(|_| dir.join(format!("{}.sst", TABLES.fetch_add(1, AtomicOrdering::Relaxed))));
+        let table = Table { files: files.collect(), keep: false };
+        encoded.write_tables(&bounds, &table.files)?;
+        Ok(table)
+    }
+
+    /// The files' names, one per line, as the checkpoint record keeps them.
+    fn names(&self) -> Vec<u8> {
+        let names = self.files.iter().map(|f| f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        names.collect::<Vec<_>>().join(&b'\n')
     }
 }
 
 impl Drop for Table {
     fn drop(&mut self) {
         if !self.keep {
-            // Gone already if it was ingested.
-            let _ = std::fs::remove_file(&self.file);
+            for file in &self.files {
+                // Gone already if it was ingested.
+                let _ = std::fs::remove_file(file);
+            }
         }
     }
+}
+
+/// State entries per part of a checkpoint's table, at least: a table of
+/// more is built as several files at once, one per core (see [`parts`]).
+const PART_ENTRIES: u32 = 250_000;
+
+/// How many files a table of `count` records is built as, in parallel:
+/// one per [`PART_ENTRIES`], at most one per core and four. RocksDB's
+/// `SstFileWriter` takes ~200 ns per key here whatever its options
+/// (BENCHMARKS.md, "sixteenth"), so a 1M-key table took ~240 ms on one core.
+fn parts(count: u32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    ((count / PART_ENTRIES) as usize).clamp(1, cores.min(4))
 }
 
 /// Table files built by this process, for unique names (a store's
@@ -268,16 +309,10 @@ impl Staged {
         if table_entries == 0 || u64::from(encoded.count) < table_entries {
             return Staged::from_encoded(encoded, stats);
         }
-        let dir = tables_dir(store);
-        let table =
-            Table { file: dir.join(format!("{}.sst", TABLES.fetch_add(1, AtomicOrdering::Relaxed))), keep: false };
-        let built = std::fs::create_dir_all(&dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| encoded.write_table(&table.file).map_err(|e| e.to_string()));
-        match built {
-            Ok(()) => Staged { stage: Stage::Table(table), stats },
+        match Table::build(&encoded, store, parts(encoded.count)) {
+            Ok(table) => Staged { stage: Stage::Table(table), stats },
             Err(e) => {
-                tracing::warn!("cannot build checkpoint table {}: {e}; writing a batch instead", table.file.display());
+                tracing::warn!("cannot build a checkpoint table: {e}; writing a batch instead");
                 Staged::from_encoded(encoded, stats)
             }
         }
@@ -352,11 +387,18 @@ pub(super) struct Encoded {
     count: u32,
     /// Where each run starts in `rep`.
     runs: Vec<usize>,
+    /// Where every [`SAMPLE`]th record of each run starts, from its first.
+    samples: Vec<usize>,
 }
+
+/// A run's records are sampled this often, for [`Encoded::split`] to find a
+/// key in a run by a binary search and a scan of fewer than this many
+/// (tests sample more often, for their small runs to have several samples).
+const SAMPLE: usize = if cfg!(test) { 16 } else { 1024 };
 
 impl Default for Encoded {
     fn default() -> Encoded {
-        Encoded { rep: vec![0; HEADER], count: 0, runs: Vec::new() }
+        Encoded { rep: vec![0; HEADER], count: 0, runs: Vec::new(), samples: Vec::new() }
     }
 }
 
@@ -383,6 +425,7 @@ impl Encoded {
             self.runs.push(self.rep.len());
         }
         let mut stats = CommitStats::default();
+        let mut pushed = 0;
         const AHEAD: usize = 8;
         for (i, &at) in order.iter().enumerate() {
             if let Some(&far) = order.get(i + 2 * AHEAD) {
@@ -399,6 +442,10 @@ impl Encoded {
             if order.get(i + 1).is_some_and(|&next| entries[next].0 == k) {
                 continue;
             }
+            if pushed % SAMPLE == 0 {
+                self.samples.push(self.rep.len());
+            }
+            pushed += 1;
             self.push(cf, k, v);
             match v {
                 Some(_) => stats.keys_written += 1,
@@ -435,10 +482,79 @@ impl Encoded {
         WriteBatch::from_data(&self.rep)
     }
 
-    /// Writes the records as one table file at `file`: each key once, in
-    /// key order, from the last run that has it (a delete as a tombstone),
-    /// as the batch would leave them. The runs are merged through a heap.
-    fn write_table(&self, file: &Path) -> Result<(), rocksdb::Error> {
+    /// Where each run's records lie in `rep`, in run order.
+    fn run_ranges(&self) -> Vec<Range<usize>> {
+        let ends = self.runs.iter().skip(1).copied().chain(std::iter::once(self.rep.len()));
+        self.runs.iter().zip(ends).map(|(&start, end)| start..end).collect()
+    }
+
+    /// The records cut into at most `parts` parts of the key range, in key
+    /// order and none empty: each part as where its records lie in every
+    /// run, in run order (so all records of a key are in one part). The
+    /// parts start at sampled keys (see [`SAMPLE`]) spread evenly over all
+    /// the samples in key order.
+    fn split(&self, parts: usize) -> Vec<Vec<Range<usize>>> {
+        let runs = self.run_ranges();
+        let key_at = |at: usize| next_record(&mut &self.rep[at..]).map_or(&[][..], |(k, _)| k);
+        let mut sampled: Vec<&[u8]> = self.samples.iter().map(|&at| key_at(at)).collect();
+        sampled.sort_unstable();
+        // A part before a pivot no greater than the least key would be empty.
+        let least = sampled.first().copied();
+        let mut pivots: Vec<&[u8]> = (1..parts)
+            .map(|i| sampled[sampled.len() * i / parts])
+            .filter(|&p| least.is_some_and(|least| p > least))
+            .collect();
+        pivots.dedup();
+        // Each run's cuts: its start, where its keys reach each pivot, its end.
+        let cuts: Vec<Vec<usize>> = runs
+            .iter()
+            .map(|run| {
+                let samples = &self.samples[self.samples.partition_point(|&at| at < run.start)
+                    ..self.samples.partition_point(|&at| at < run.end)];
+                let reach = pivots.iter().map(|&pivot| {
+                    // The run's first record is sampled: scan from the last
+                    // sample below the pivot to the first record not below it.
+                    let below = samples.partition_point(|&at| key_at(at) < pivot);
+                    let mut at = below.checked_sub(1).map_or(run.start, |i| samples[i]);
+                    let mut rest = &self.rep[at..run.end];
+                    while let Some((key, _)) = next_record(&mut rest) {
+                        if key >= pivot {
+                            break;
+                        }
+                        at = run.end - rest.len();
+                    }
+                    at
+                });
+                std::iter::once(run.start).chain(reach).chain(std::iter::once(run.end)).collect()
+            })
+            .collect();
+        (0..=pivots.len()).map(|part| cuts.iter().map(|c| c[part]..c[part + 1]).collect()).collect()
+    }
+
+    /// Writes the records as table files, part `i` of `parts` (see
+    /// [`Encoded::split`]) at `files[i]`, each on a thread of its own.
+    fn write_tables(&self, parts: &[Vec<Range<usize>>], files: &[PathBuf]) -> Result<(), String> {
+        let write = |runs, file: &PathBuf| self.write_table(runs, file).map_err(|e| format!("{}: {e}", file.display()));
+        std::thread::scope(|s| {
+            let helpers: Vec<_> = (parts.iter().zip(files).skip(1))
+                .map(|(runs, file)| {
+                    s.spawn(move || {
+                        crate::sched::background_helper();
+                        write(runs, file)
+                    })
+                })
+                .collect();
+            let first = write(&parts[0], &files[0]);
+            let joined = helpers.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            joined.fold(first, Result::and)
+        })
+    }
+
+    /// Writes the records in `runs` (where they lie in each run, in run
+    /// order) as one table file at `file`: each key once, in key order,
+    /// from the last run that has it (a delete as a tombstone), as the
+    /// batch would leave them. The runs are merged through a heap.
+    fn write_table(&self, runs: &[Range<usize>], file: &Path) -> Result<(), rocksdb::Error> {
         let mut opts = super::state_cf_options()?;
         // Uncompressed: compaction compresses it later, off the checkpoint's
         // path (measured on 1M 16-byte keys: 89 ms to write, 113 with the
@@ -454,14 +570,8 @@ impl Encoded {
         let writer = SstFileWriter::create(&opts);
         writer.open(file)?;
         let mut writer = writer;
-        let ends = self.runs.iter().skip(1).copied().chain(std::iter::once(self.rep.len()));
-        let mut heads: BinaryHeap<Head<'_>> = self
-            .runs
-            .iter()
-            .zip(ends)
-            .enumerate()
-            .filter_map(|(run, (&start, end))| Head::first(run, &self.rep[start..end]))
-            .collect();
+        let mut heads: BinaryHeap<Head<'_>> =
+            runs.iter().enumerate().filter_map(|(run, r)| Head::first(run, &self.rep[r.clone()])).collect();
         let mut last: Option<&[u8]> = None;
         while let Some(mut head) = heads.peek_mut() {
             let (key, value) = head.record;

@@ -109,18 +109,24 @@ fn a_table_holds_what_the_batch_leaves() {
     for run in &runs {
         encoded.append_sorted(column_family_id(cf), run.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
     }
-    let table = _dir.path().join("t.sst");
-    encoded.write_table(&table).expect("table");
+    // A table of one file and of several, built in parallel.
+    let tables: Vec<_> =
+        (1..=4).map(|parts| (parts, Table::build(&encoded, _dir.path(), parts).expect("table"))).collect();
     db.write(encoded.into_batch()).expect("write");
-    let (_dir2, other) = db_with(&["s"]);
-    let other_cf = other.cf_handle("s").expect("s");
-    other.ingest_external_file_cf(other_cf, vec![&table]).expect("ingest");
     type Pairs = Vec<(Box<[u8]>, Box<[u8]>)>;
-    let all =
-        |db: &DB, cf| -> Pairs { db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|r| r.expect("read")).collect() };
+    fn all(db: &DB, cf: &rocksdb::ColumnFamily) -> Pairs {
+        db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|r| r.expect("read")).collect()
+    }
     let from_batch = all(&db, cf);
     assert!(from_batch.len() > 300, "{} keys", from_batch.len());
-    assert_eq!(all(&other, other_cf), from_batch);
+    for (parts, table) in &tables {
+        assert_eq!(table.files.len(), *parts, "600 keys split {parts} ways");
+        let (_dir2, other) = db_with(&["s"]);
+        let other_cf = other.cf_handle("s").expect("s");
+        // Ingesting files whose key ranges overlap would fail.
+        other.ingest_external_file_cf(other_cf, table.files.clone()).expect("ingest");
+        assert_eq!(all(&other, other_cf), from_batch, "{parts} parts");
+    }
 }
 
 /// Where the process died after a checkpoint's pending record named its table.
@@ -144,32 +150,37 @@ enum Crash {
 fn an_open_ingests_the_table_a_written_record_names() {
     use crate::state::TaskStore;
     let keys: Vec<Vec<u8>> = (0..TABLE_ENTRIES).map(|i| format!("k{i:07}").into_bytes()).collect();
-    for crash in [Crash::BeforeTheIngest, Crash::BeforeTheTableIsRemoved, Crash::AfterTheIngest] {
+    let crashes = [Crash::BeforeTheIngest, Crash::BeforeTheTableIsRemoved, Crash::AfterTheIngest];
+    for (crash, parts) in crashes.into_iter().flat_map(|c| [(c, 1), (c, 3)]) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = TaskStore::open(dir.path(), false).expect("open");
         s.put(b"k0000000", b"old").expect("put");
         s.commit(&Checkpoint::new(1, Default::default(), String::new()), b"one").expect("commit");
         let mut encoded = Encoded::default();
         encoded.append_sorted(s.staging.cf(), keys.iter().map(|k| (k.as_slice(), Some(&b"v"[..]))));
-        let staged = Staged::for_store(encoded, CommitStats::default(), dir.path(), TABLE_ENTRIES);
-        let Stage::Table(mut table) = staged.stage else { panic!("{TABLE_ENTRIES} entries make a table") };
+        let mut table = Table::build(&encoded, dir.path(), parts).expect("table");
+        assert_eq!(table.files.len(), parts);
         let meta = s.db.cf_handle(CF_META).expect("meta");
         let mut batch = WriteBatch::default();
         batch.put_cf(meta, META_PENDING_CHECKPOINT, Checkpoint::new(2, Default::default(), String::new()).encode());
         batch.put_cf(meta, META_PENDING_SNAPSHOT, b"two");
-        batch.put_cf(meta, META_TABLE, table.name());
+        batch.put_cf(meta, META_TABLE, table.names());
         s.db.write(batch).expect("write");
         table.keep = true;
         if crash != Crash::BeforeTheIngest {
-            // The ingest moves the file: a second link to it stands for
-            // the file RocksDB has not removed yet.
-            let link = table.file.with_extension("link");
-            std::fs::hard_link(&table.file, &link).expect("link");
-            ingest(&s.db, &table.file).expect("ingest");
-            if crash == Crash::BeforeTheTableIsRemoved {
-                std::fs::rename(&link, &table.file).expect("rename");
-            } else {
-                std::fs::remove_file(&link).expect("remove");
+            // The ingest moves the files: a second link to each stands for
+            // the files RocksDB has not removed yet.
+            let links: Vec<_> = table.files.iter().map(|f| (f, f.with_extension("link"))).collect();
+            for (file, link) in &links {
+                std::fs::hard_link(file, link).expect("link");
+            }
+            ingest(&s.db, &table.files).expect("ingest");
+            for (file, link) in &links {
+                if crash == Crash::BeforeTheTableIsRemoved {
+                    std::fs::rename(link, file).expect("rename");
+                } else {
+                    std::fs::remove_file(link).expect("remove");
+                }
             }
         }
         drop(table);
@@ -180,13 +191,22 @@ fn an_open_ingests_the_table_a_written_record_names() {
             Crash::BeforeTheIngest => (1, &b"one"[..], &b"old"[..]),
             _ => (2, &b"two"[..], &b"v"[..]),
         };
-        assert_eq!(restored.checkpoint.map(|c| c.number), Some(number), "{crash:?}");
-        assert_eq!((restored.snapshot.as_slice(), entries[0].1.as_slice()), (snapshot, value), "{crash:?}");
+        assert_eq!(restored.checkpoint.map(|c| c.number), Some(number), "{crash:?}, {parts} parts");
+        assert_eq!(
+            (restored.snapshot.as_slice(), entries[0].1.as_slice()),
+            (snapshot, value),
+            "{crash:?}, {parts} parts"
+        );
         for _ in 0..2 {
             let (s, r) = TaskStore::open(dir.path(), false).expect("reopen");
-            let copies =
-                s.db.live_files().expect("live files").iter().filter(|f| f.num_entries == TABLE_ENTRIES).count();
-            assert_eq!(copies, 1, "{crash:?}: the table is in the store once");
+            // The table's files are the live ones of more than one entry.
+            let live = s.db.live_files().expect("live files");
+            let entries: u64 = live
+                .iter()
+                .filter(|f| f.column_family_name == CF_STATE && f.num_entries > 1)
+                .map(|f| f.num_entries)
+                .sum();
+            assert_eq!(entries, TABLE_ENTRIES, "{crash:?}, {parts} parts: the table is in the store once");
             assert_eq!(r.checkpoint.map(|c| c.number), Some(2));
             assert_eq!(r.snapshot, b"two");
             assert_eq!(s.get(&keys[0]).expect("get"), Some(b"v".to_vec()));
