@@ -127,7 +127,8 @@ fn ingested(db: &DB, path: &Path, id: Option<FileId>) -> Result<bool, StateError
 }
 
 /// The files of the table a pending record names (none if no record does).
-/// The record holds their names one per line (one name before 2026-11-29).
+/// The record holds their names one per line (one file: its name alone,
+/// as every table's was before they had parts).
 fn named_table(db: &DB, path: &Path) -> Result<Vec<PathBuf>, rocksdb::Error> {
     let meta = db.cf_handle(CF_META).expect("column families are created at open");
     let names = db.get_cf(meta, META_TABLE)?.unwrap_or_default();
