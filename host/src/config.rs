@@ -234,7 +234,7 @@ pub const KEYS: &[Key] = &[
         name: "statestore.checkpoint.table.entries",
         kind: Kind::EntriesOrOff,
         default: Some("100000"),
-        doc: "at_least_once and exactly_once: a task's checkpoint of this many state entries or more goes to RocksDB as table files (one per 250000 entries, at most one per core and 4, built in parallel) while its changelog records are sent and then ingested (1-3 ms), instead of a batch written through the memtable after them (200-300 ms for 1M entries); smaller checkpoints stay batches, whose entries read back faster; 0: never",
+        doc: "at_least_once and exactly_once: a task's checkpoint of this many state entries or more goes to RocksDB as table files, built while its changelog records are sent (those sent ahead of the checkpoint in tables of 250000 entries as they go, the rest after its cut, one file per 250000 entries and at most one per core and 4, in parallel) and then ingested (1-3 ms), instead of a batch written through the memtable after them (200-300 ms for 1M entries); smaller checkpoints stay batches, whose entries read back faster; 0: never",
     },
     Key {
         name: "replication.factor",

@@ -213,7 +213,7 @@ impl TaskStore {
             frozen: None,
             spare: None,
             restate: None,
-            staging: Arc::new(Staging::new(cf_state)),
+            staging: Arc::new(Staging::new(cf_state, path, batch::TABLE_ENTRIES)),
             write_through,
             table_entries: batch::TABLE_ENTRIES,
             prefetch: Prefetch::default(),
@@ -224,8 +224,10 @@ impl TaskStore {
     /// Writes checkpoints of `n` state entries or more as table files, built
     /// with the rest of the checkpoint and ingested (0: never). Until this is
     /// called: 100,000, the default of `statestore.checkpoint.table.entries`.
+    /// Called before anything is staged (it starts the staging anew).
     pub fn set_table_entries(&mut self, n: u64) {
         self.table_entries = n;
+        self.staging = Arc::new(Staging::new(self.staging.cf(), &self.path, n));
     }
 
     fn rocks(&self, source: rocksdb::Error) -> StateError {
@@ -530,7 +532,7 @@ impl TaskStore {
         self.frozen = None;
         self.cache.clear();
         self.restate = None;
-        self.staging = Arc::new(Staging::new(self.staging.cf()));
+        self.staging = Arc::new(self.staging.renewed());
     }
 
     /// Forgets the entries written since the last cut and keeps the frozen
@@ -649,11 +651,11 @@ impl LocalCommit {
     /// records of those sent ahead, staged as they were sent, then the rest
     /// in key order. Takes what was staged ahead, so it is built once.
     pub fn stage(&self) -> Staged {
-        let mut encoded = self.staging.take();
-        encoded.append_sorted(self.staging.cf(), self.delta.unsent_entries());
+        let mut pending = self.staging.take();
+        pending.append_sorted(self.staging.cf(), self.delta.unsent_entries());
         let deleted = self.delta.deleted() as u64;
         let stats = CommitStats { keys_written: self.delta.len() as u64 - deleted, keys_deleted: deleted };
-        Staged::for_store(encoded, stats, &self.path, self.table_entries)
+        Staged::for_store(pending, stats, &self.path, self.table_entries)
     }
 
     /// Writes the entries (`staged` by [`LocalCommit::stage`], or staged

@@ -1,6 +1,7 @@
 //! A large checkpoint's records as table files: the key range cut into
 //! parts at sampled keys, each part's runs merged into its own file, the
-//! parts on threads of their own (see [`parts`]).
+//! parts on threads of their own (see [`parts`]); tables built ahead of
+//! the cut and the one after it joined in order (see [`Table::join`]).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -20,16 +21,24 @@ pub(super) struct Table {
 }
 
 impl Table {
-    /// `encoded`'s records as a table of `parts` files (fewer if its keys
-    /// do not split that far) in `store`'s tables directory.
-    pub(super) fn build(encoded: &Encoded, store: &Path, parts: usize) -> Result<Table, String> {
+    /// The records of `encoded`'s runs from `first_run` on as a table of
+    /// `parts` files (fewer if its keys do not split that far) in `store`'s
+    /// tables directory.
+    pub(super) fn build(encoded: &Encoded, first_run: usize, store: &Path, parts: usize) -> Result<Table, String> {
         let dir = tables_dir(store);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let bounds = encoded.split(parts);
+        let bounds = encoded.split(first_run, parts);
         let files = bounds.iter().map(|_| dir.join(format!("{}.sst", TABLES.fetch_add(1, AtomicOrdering::Relaxed))));
         let table = Table { files: files.collect(), keep: false };
         encoded.write_tables(&bounds, &table.files)?;
         Ok(table)
+    }
+
+    /// One table of `tables`' files, in order: ingested together, a later
+    /// file's record of a key wins over an earlier one's.
+    pub(super) fn join(tables: Vec<Table>) -> Table {
+        let files = tables.into_iter().flat_map(|mut t| std::mem::take(&mut t.files)).collect();
+        Table { files, keep: false }
     }
 
     /// The files' names, one per line, as the checkpoint record keeps them.
@@ -74,15 +83,18 @@ impl Encoded {
         self.runs.iter().zip(ends).map(|(&start, end)| start..end).collect()
     }
 
-    /// The records cut into at most `parts` parts of the key range, in key
-    /// order and none empty: each part as where its records lie in every
-    /// run, in run order (so all records of a key are in one part). The
-    /// parts start at sampled keys (see [`super::SAMPLE`]) spread evenly over all
-    /// the samples in key order.
-    fn split(&self, parts: usize) -> Vec<Vec<Range<usize>>> {
-        let runs = self.run_ranges();
+    /// The records of the runs from `first_run` on, cut into at most
+    /// `parts` parts of the key range, in key order and none empty: each
+    /// part as where its records lie in every one of those runs, in run
+    /// order (so all records of a key are in one part). The parts start at
+    /// sampled keys (see [`super::SAMPLE`]) spread evenly over all the
+    /// samples in key order.
+    fn split(&self, first_run: usize, parts: usize) -> Vec<Vec<Range<usize>>> {
+        let runs = self.run_ranges().split_off(first_run.min(self.runs.len()));
         let key_at = |at: usize| next_record(&mut &self.rep[at..]).map_or(&[][..], |(k, _)| k);
-        let mut sampled: Vec<&[u8]> = self.samples.iter().map(|&at| key_at(at)).collect();
+        let from = runs.first().map_or(self.rep.len(), |r| r.start);
+        let samples = &self.samples[self.samples.partition_point(|&at| at < from)..];
+        let mut sampled: Vec<&[u8]> = samples.iter().map(|&at| key_at(at)).collect();
         sampled.sort_unstable();
         // A part before a pivot no greater than the least key would be empty.
         let least = sampled.first().copied();
@@ -95,8 +107,8 @@ impl Encoded {
         let cuts: Vec<Vec<usize>> = runs
             .iter()
             .map(|run| {
-                let samples = &self.samples[self.samples.partition_point(|&at| at < run.start)
-                    ..self.samples.partition_point(|&at| at < run.end)];
+                let samples = &samples
+                    [samples.partition_point(|&at| at < run.start)..samples.partition_point(|&at| at < run.end)];
                 let reach = pivots.iter().map(|&pivot| {
                     // The run's first record is sampled: scan from the last
                     // sample below the pivot to the first record not below it.

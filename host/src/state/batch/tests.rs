@@ -68,11 +68,11 @@ fn a_later_run_wins() {
     assert_eq!(got, vec![Some(b"3".to_vec()), Some(b"1".to_vec()), None]);
 }
 
-/// A table holds what the batch of the same runs leaves in the database:
-/// runs with keys in several of them (the last run's record wins),
-/// deletes, keys around the 16-byte prefix and keys sharing one.
-#[test]
-fn a_table_holds_what_the_batch_leaves() {
+type Run = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// Seven runs over 600 keys, most of them in several runs, with deletes,
+/// keys around the 16-byte prefix and keys sharing one.
+fn overlapping_runs() -> Vec<Run> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move || {
         x ^= x << 13;
@@ -80,8 +80,7 @@ fn a_table_holds_what_the_batch_leaves() {
         x ^= x << 17;
         x
     };
-    type Run = Vec<(Vec<u8>, Option<Vec<u8>>)>;
-    let runs: Vec<Run> = (0..7)
+    (0..7)
         .map(|run| {
             (0..300 * (run + 1))
                 .map(|_| {
@@ -102,31 +101,101 @@ fn a_table_holds_what_the_batch_leaves() {
                 )
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+fn entries(run: &Run) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    run.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+}
+
+type Pairs = Vec<(Box<[u8]>, Box<[u8]>)>;
+
+fn all(db: &DB, cf: &rocksdb::ColumnFamily) -> Pairs {
+    db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|r| r.expect("read")).collect()
+}
+
+/// What the batch of `runs` leaves in a new database.
+fn batch_of(runs: &[Run]) -> Pairs {
     let (_dir, db) = db_with(&["s"]);
     let cf = db.cf_handle("s").expect("s");
     let mut encoded = Encoded::default();
-    for run in &runs {
-        encoded.append_sorted(column_family_id(cf), run.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+    for run in runs {
+        encoded.append_sorted(column_family_id(cf), entries(run));
     }
-    // A table of one file and of several, built in parallel.
-    let tables: Vec<_> =
-        (1..=4).map(|parts| (parts, Table::build(&encoded, _dir.path(), parts).expect("table"))).collect();
     db.write(encoded.into_batch()).expect("write");
-    type Pairs = Vec<(Box<[u8]>, Box<[u8]>)>;
-    fn all(db: &DB, cf: &rocksdb::ColumnFamily) -> Pairs {
-        db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|r| r.expect("read")).collect()
+    let pairs = all(&db, cf);
+    assert!(pairs.len() > 300, "{} keys", pairs.len());
+    pairs
+}
+
+/// A table file's smallest and largest key.
+type KeyRange = (Vec<u8>, Vec<u8>);
+
+/// What a table's files, ingested in one call, leave in a new database,
+/// and the key ranges of the files there.
+fn ingested_in_order(table: &Table) -> (Pairs, Vec<KeyRange>) {
+    let (_dir, db) = db_with(&["s"]);
+    let cf = db.cf_handle("s").expect("s");
+    db.ingest_external_file_cf(cf, table.files.clone()).expect("ingest");
+    let live = db.live_files().expect("live files");
+    let ranges = live.into_iter().filter_map(|f| Some((f.start_key?, f.end_key?))).collect();
+    (all(&db, cf), ranges)
+}
+
+/// A table holds what the batch of the same runs leaves in the database,
+/// built as one file and as several, in parallel, whose key ranges do not
+/// overlap (RocksDB would ingest overlapping ones, the later winning).
+#[test]
+fn a_table_holds_what_the_batch_leaves() {
+    let runs = overlapping_runs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut encoded = Encoded::default();
+    for run in &runs {
+        encoded.append_sorted(1, entries(run));
     }
-    let from_batch = all(&db, cf);
-    assert!(from_batch.len() > 300, "{} keys", from_batch.len());
-    for (parts, table) in &tables {
-        assert_eq!(table.files.len(), *parts, "600 keys split {parts} ways");
-        let (_dir2, other) = db_with(&["s"]);
-        let other_cf = other.cf_handle("s").expect("s");
-        // Ingesting files whose key ranges overlap would fail.
-        other.ingest_external_file_cf(other_cf, table.files.clone()).expect("ingest");
-        assert_eq!(all(&other, other_cf), from_batch, "{parts} parts");
+    let from_batch = batch_of(&runs);
+    for parts in 1..=4 {
+        let table = Table::build(&encoded, 0, dir.path(), parts).expect("table");
+        assert_eq!(table.files.len(), parts, "600 keys split {parts} ways");
+        let (pairs, mut ranges) = ingested_in_order(&table);
+        assert_eq!(pairs, from_batch, "{parts} parts");
+        ranges.sort();
+        assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "{parts} parts overlap: {ranges:?}");
     }
+}
+
+/// Runs staged with tables built ahead of the cut (each time the runs
+/// not yet in one hold 1,000 records), then a last run added at the cut:
+/// the checkpoint's table is those tables and one of the runs after them,
+/// whose files, ingested in order, leave what the batch of all the runs
+/// leaves. Without tables ahead, the same records that are too few for a
+/// table stay a batch.
+#[test]
+fn tables_built_ahead_and_the_rest_hold_what_the_batch_leaves() {
+    let runs = overlapping_runs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut staging = Staging::new(1, dir.path(), 100_000);
+    staging.ahead_entries = 1_000;
+    for run in &runs[..6] {
+        staging.append_sorted(entries(run));
+    }
+    let mut pending = staging.take();
+    assert!(pending.tables.len() >= 2, "{} tables ahead", pending.tables.len());
+    assert!((1..6).contains(&pending.covered_runs), "{} runs in tables ahead", pending.covered_runs);
+    pending.append_sorted(1, entries(&runs[6]));
+    let Stage::Table(table) = Staged::for_store(pending, CommitStats::default(), dir.path(), 100_000).stage else {
+        panic!("a checkpoint with tables built ahead is a table")
+    };
+    let (pairs, _) = ingested_in_order(&table);
+    assert_eq!(pairs, batch_of(&runs));
+    let staging = Staging::new(1, dir.path(), 100_000);
+    for run in &runs {
+        staging.append_sorted(entries(run));
+    }
+    let pending = staging.take();
+    assert!(pending.tables.is_empty());
+    let staged = Staged::for_store(pending, CommitStats::default(), dir.path(), 100_000);
+    assert!(matches!(staged.stage, Stage::Batch(_)), "too few records for a table");
 }
 
 /// Where the process died after a checkpoint's pending record named its table.
@@ -158,7 +227,7 @@ fn an_open_ingests_the_table_a_written_record_names() {
         s.commit(&Checkpoint::new(1, Default::default(), String::new()), b"one").expect("commit");
         let mut encoded = Encoded::default();
         encoded.append_sorted(s.staging.cf(), keys.iter().map(|k| (k.as_slice(), Some(&b"v"[..]))));
-        let mut table = Table::build(&encoded, dir.path(), parts).expect("table");
+        let mut table = Table::build(&encoded, 0, dir.path(), parts).expect("table");
         assert_eq!(table.files.len(), parts);
         let meta = s.db.cf_handle(CF_META).expect("meta");
         let mut batch = WriteBatch::default();
