@@ -253,7 +253,7 @@ impl Staged {
     /// then one of the records after them. Else, or when a file cannot be
     /// written (which is logged), as a batch of all the records.
     pub(super) fn for_store(pending: Pending, stats: CommitStats, store: &Path, table_entries: u64) -> Staged {
-        let Pending { encoded, mut tables, covered_runs, covered_count } = pending;
+        let Pending { encoded, mut tables, covered_runs, covered_count, .. } = pending;
         if tables.is_empty() && (table_entries == 0 || u64::from(encoded.count) < table_entries) {
             return Staged::from_encoded(encoded, stats);
         }
@@ -297,6 +297,8 @@ pub(super) struct Pending {
     covered_runs: usize,
     /// Records in the covered runs.
     covered_count: u32,
+    /// A table ahead could not be built: the rest wait for the cut.
+    ahead_failed: bool,
 }
 
 impl Pending {
@@ -329,12 +331,12 @@ impl Staging {
     /// Appends a run of `entries` in key order (see [`Encoded::append_sorted`]);
     /// once the runs not yet in a table hold [`AHEAD_TABLE_ENTRIES`]
     /// records, builds them into one. A table that cannot be built is
-    /// logged; its records stay for the checkpoint to build.
+    /// logged, and its records and the rest stay for the checkpoint to build.
     pub(super) fn append_sorted<'a>(&self, entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) {
         let mut pending = self.lock();
         pending.encoded.append_sorted(self.cf, entries);
         let rest = pending.encoded.count - pending.covered_count;
-        if self.ahead_entries == 0 || u64::from(rest) < self.ahead_entries {
+        if self.ahead_entries == 0 || pending.ahead_failed || u64::from(rest) < self.ahead_entries {
             return;
         }
         match Table::build(&pending.encoded, pending.covered_runs, &self.store, 1) {
@@ -343,7 +345,10 @@ impl Staging {
                 pending.covered_runs = pending.encoded.runs.len();
                 pending.covered_count = pending.encoded.count;
             }
-            Err(e) => tracing::warn!("cannot build a checkpoint table ahead of its cut: {e}"),
+            Err(e) => {
+                tracing::warn!("cannot build a checkpoint table ahead of its cut: {e}; its records wait for the cut");
+                pending.ahead_failed = true;
+            }
         }
     }
 

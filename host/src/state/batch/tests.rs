@@ -198,6 +198,31 @@ fn tables_built_ahead_and_the_rest_hold_what_the_batch_leaves() {
     assert!(matches!(staged.stage, Stage::Batch(_)), "too few records for a table");
 }
 
+/// Where no table can be built (a file stands where the tables'
+/// directory would be), staging tries ahead once, and the checkpoint falls
+/// back to a batch of all the records, which leaves what the runs leave.
+#[test]
+fn without_tables_a_checkpoint_is_a_batch_of_every_record() {
+    let runs = overlapping_runs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(tables_dir(dir.path()), b"not a directory").expect("write");
+    let mut staging = Staging::new(1, dir.path(), 100_000);
+    staging.ahead_entries = 1_000;
+    for run in &runs {
+        staging.append_sorted(entries(run));
+    }
+    let pending = staging.take();
+    assert!(pending.tables.is_empty() && pending.ahead_failed);
+    let Stage::Batch(batch) = Staged::for_store(pending, CommitStats::default(), dir.path(), 1_000).stage else {
+        panic!("no table can be built")
+    };
+    let (_db_dir, db) = db_with(&["s"]);
+    let cf = db.cf_handle("s").expect("s");
+    assert_eq!(column_family_id(cf), 1);
+    db.write(batch).expect("write");
+    assert_eq!(all(&db, cf), batch_of(&runs));
+}
+
 /// Where the process died after a checkpoint's pending record named its table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Crash {
