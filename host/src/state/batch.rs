@@ -16,7 +16,7 @@ use super::{
     META_TABLE, StateError,
 };
 use crate::checkpoint::Checkpoint;
-use table::{Table, parts};
+use table::{PART_ENTRIES, Table, parts};
 
 /// State entries from which a checkpoint's are written as a table file by
 /// default (`statestore.checkpoint.table.entries`),
@@ -253,11 +253,11 @@ impl Staged {
     /// then one of the records after them. Else, or when a file cannot be
     /// written (which is logged), as a batch of all the records.
     pub(super) fn for_store(pending: Pending, stats: CommitStats, store: &Path, table_entries: u64) -> Staged {
-        let Pending { encoded, mut tables, covered_runs, covered_count, .. } = pending;
+        let rest = pending.uncovered();
+        let Pending { encoded, mut tables, covered_runs, .. } = pending;
         if tables.is_empty() && (table_entries == 0 || u64::from(encoded.count) < table_entries) {
             return Staged::from_encoded(encoded, stats);
         }
-        let rest = encoded.count - covered_count;
         let last = (rest > 0).then(|| Table::build(&encoded, covered_runs, store, parts(rest))).transpose();
         match last {
             Ok(last) => {
@@ -306,21 +306,25 @@ impl Pending {
     pub(super) fn append_sorted<'a>(&mut self, cf: u32, entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) {
         self.encoded.append_sorted(cf, entries);
     }
-}
 
-/// Records staged ahead of a checkpoint from which they are built into a
-/// table right away, on the thread that stages them (the checkpointer, as
-/// it sends them to the changelog), rather than after the cut: a 1M-key
-/// checkpoint's table then builds about a quarter of its records after the
-/// cut. Not fewer, for a per-key count's checkpoints (~145,000 entries) to
-/// stay one batch or table, and not less than `table_entries`.
-const AHEAD_TABLE_ENTRIES: u64 = 250_000;
+    /// Records not in a table built ahead.
+    fn uncovered(&self) -> u32 {
+        self.encoded.count - self.covered_count
+    }
+}
 
 impl Staging {
     /// For the store at `store`, whose checkpoints of `table_entries` or
-    /// more are tables (0: never).
+    /// more are tables (0: never). Records staged ahead of a checkpoint are
+    /// built into a table right away, on the thread that stages them (the
+    /// checkpointer, as it sends them to the changelog), rather than after
+    /// the cut, once there are as many as one part of a table holds
+    /// ([`PART_ENTRIES`]): a 1M-key checkpoint's table then builds about a
+    /// quarter of its records after the cut. Not fewer, for a per-key
+    /// count's checkpoints (~145,000 entries) to stay one batch or table,
+    /// and not less than `table_entries`.
     pub(super) fn new(cf: u32, store: &Path, table_entries: u64) -> Staging {
-        let ahead_entries = if table_entries == 0 { 0 } else { table_entries.max(AHEAD_TABLE_ENTRIES) };
+        let ahead_entries = if table_entries == 0 { 0 } else { table_entries.max(u64::from(PART_ENTRIES)) };
         Staging { cf, store: store.to_path_buf(), ahead_entries, pending: Mutex::default() }
     }
 
@@ -329,14 +333,13 @@ impl Staging {
     }
 
     /// Appends a run of `entries` in key order (see [`Encoded::append_sorted`]);
-    /// once the runs not yet in a table hold [`AHEAD_TABLE_ENTRIES`]
-    /// records, builds them into one. A table that cannot be built is
+    /// once the runs not yet in a table hold enough records (see
+    /// [`Staging::new`]), builds them into one. A table that cannot be built is
     /// logged, and its records and the rest stay for the checkpoint to build.
     pub(super) fn append_sorted<'a>(&self, entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) {
         let mut pending = self.lock();
-        pending.encoded.append_sorted(self.cf, entries);
-        let rest = pending.encoded.count - pending.covered_count;
-        if self.ahead_entries == 0 || pending.ahead_failed || u64::from(rest) < self.ahead_entries {
+        pending.append_sorted(self.cf, entries);
+        if self.ahead_entries == 0 || pending.ahead_failed || u64::from(pending.uncovered()) < self.ahead_entries {
             return;
         }
         match Table::build(&pending.encoded, pending.covered_runs, &self.store, 1) {

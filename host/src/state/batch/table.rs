@@ -61,7 +61,7 @@ impl Drop for Table {
 
 /// State entries per part of a checkpoint's table, at least: a table of
 /// more is built as several files at once, one per core (see [`parts`]).
-const PART_ENTRIES: u32 = 250_000;
+pub(super) const PART_ENTRIES: u32 = 250_000;
 
 /// How many files a table of `count` records is built as, in parallel:
 /// one per [`PART_ENTRIES`], at most one per core and four. RocksDB's
